@@ -1,0 +1,196 @@
+"""Shared machinery of the policy and registry loaders: per-entry validation that collects
+every problem with its source position, and reference checks with "did you mean" hints."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from flowguard._source import Document
+from flowguard.errors import Diagnostic
+from flowguard.model import SELECTOR_KEYS, Policy, Selector
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def closest(name: object, candidates: Iterable[str]) -> str | None:
+    if not isinstance(name, str):
+        return None
+    matches = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def did_you_mean(name: object, candidates: Iterable[str]) -> str | None:
+    match = closest(name, candidates)
+    return f"did you mean `{match}`?" if match else None
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class Collector:
+    """Accumulates diagnostics so that every problem of a file is reported at once."""
+
+    def __init__(self) -> None:
+        self.diagnostics: list[Diagnostic] = []
+
+    @property
+    def has_errors(self) -> bool:
+        return any(d.severity == "error" for d in self.diagnostics)
+
+    def add(self, doc: Document, path: Sequence[str | int], message: str, *,
+            hint: str | None = None, code: str = "invalid", severity: str = "error") -> None:
+        self.diagnostics.append(
+            doc.diagnostic(path, message, hint=hint, code=code, severity=severity)
+        )
+
+    def validate(self, doc: Document, path: tuple[str | int, ...], model: type[M],
+                 data: Any, what: str) -> M | None:
+        """Validate one entry; on failure record each pydantic error at its position."""
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            for error in exc.errors(include_url=False, include_input=False):
+                self._pydantic_error(doc, path, model, error, what)
+            return None
+
+    def _pydantic_error(self, doc: Document, path: tuple[str | int, ...], model: type[BaseModel],
+                        error: Any, what: str) -> None:
+        loc: tuple[str | int, ...] = tuple(
+            part for part in error["loc"] if not (isinstance(part, str) and "[" in part)
+        )
+        kind = error["type"]
+        field = ".".join(str(p) for p in loc)
+        hint = None
+        if kind == "extra_forbidden":
+            key = loc[-1] if loc else "?"
+            known = _field_names(model, loc[:-1])
+            hint = did_you_mean(key, known) or (
+                f"known keys: {', '.join(sorted(known))}" if known else None
+            )
+            message = f"{what}: unknown key `{key}`"
+            code = "unknown-key"
+        elif kind == "missing":
+            message = f"{what}: missing required key `{field}`"
+            code = "missing"
+        else:
+            text = str(error["msg"]).removeprefix("Value error, ")
+            message = f"{what}: {field + ': ' if field else ''}{text}"
+            code = "type" if "type" in kind or kind.endswith("_parsing") else "invalid"
+        self.add(doc, path + loc, message, hint=hint, code=code)
+
+    def expect_mapping(self, doc: Document, path: tuple[str | int, ...], value: Any,
+                       what: str) -> dict[Any, Any] | None:
+        if isinstance(value, dict):
+            return value
+        self.add(doc, path, f"{what} must be a mapping of id to entry, not {_kind(value)}",
+                 code="type")
+        return None
+
+    def expect_list(self, doc: Document, path: tuple[str | int, ...], value: Any,
+                    what: str) -> list[Any] | None:
+        if isinstance(value, list):
+            return value
+        self.add(doc, path, f"{what} must be a list, not {_kind(value)}", code="type")
+        return None
+
+    def expect_id(self, doc: Document, path: tuple[str | int, ...], key: Any,
+                  what: str) -> bool:
+        if isinstance(key, str) and key:
+            return True
+        self.add(doc, path, f"{what} id must be a string, not {_describe(key)}", code="type")
+        return False
+
+    def reference(self, doc: Document, path: tuple[str | int, ...], value: str,
+                  known: Collection[str], what: str) -> bool:
+        if value in known:
+            return True
+        self.add(doc, path, f"unknown {what} `{value}`", hint=did_you_mean(value, known),
+                 code="unknown-reference")
+        return False
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"the {type(value).__name__} {_describe(value)}"
+
+
+def _field_names(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        current = _inner_model(fields[part].annotation)
+        if current is None:
+            return []
+    fields = getattr(current, "model_fields", None)
+    return list(fields) if fields else []
+
+
+def _inner_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def check_selector(collector: Collector, doc: Document, path: tuple[str | int, ...],
+                   selector: Selector, policy_parts: PolicyVocabulary) -> None:
+    """Every value of a selector must name something the policy declares."""
+    for key in SELECTOR_KEYS:
+        values = getattr(selector, key)
+        if values is None or key == "sector":
+            continue
+        known, what = policy_parts.selector_domain(key)
+        raw_is_list = isinstance(values, tuple) and len(values) > 1
+        for i, value in enumerate(values):
+            where = (*path, key, i) if raw_is_list else (*path, key)
+            collector.reference(doc, where, value, known, what)
+
+
+class PolicyVocabulary:
+    """The ids a policy declares, for reference checks (also before the Policy is built)."""
+
+    def __init__(self, *, organizations: dict[str, Any], actors: dict[str, Any],
+                 categories: Collection[str], purposes: Collection[str],
+                 subprocesses: Collection[str], jurisdictions: Collection[str]) -> None:
+        self.organizations = organizations
+        self.actors = actors
+        self.kinds = {getattr(o, "kind", None) for o in organizations.values()} - {None}
+        self.roles = {getattr(a, "role", None) for a in actors.values()} - {None}
+        self.categories = categories
+        self.purposes = purposes
+        self.subprocesses = subprocesses
+        self.jurisdictions = jurisdictions
+
+    @classmethod
+    def of(cls, policy: Policy) -> PolicyVocabulary:
+        return cls(organizations=dict(policy.organizations), actors=dict(policy.actors),
+                   categories=policy.category_tree.ids, purposes=policy.purpose_tree.ids,
+                   subprocesses=set(policy.subprocesses),
+                   jurisdictions=set(policy.jurisdictions))
+
+    def selector_domain(self, key: str) -> tuple[Collection[str], str]:
+        if key == "actor":
+            return self.actors, "actor"
+        if key == "organization":
+            return self.organizations, "organization"
+        if key == "kind":
+            return self.kinds, "organization kind"  # type: ignore[return-value]
+        return self.roles, "role"  # type: ignore[return-value]

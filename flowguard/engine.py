@@ -1,0 +1,552 @@
+"""The decision engine (SPEC §5): a policy compiled into indexes, consents read through a
+registry, one decision per flow with reasons, basis and remedy.
+
+Compilation turns every selector into the set of actor ids it matches and every category
+and purpose into the sets it covers, so that a check is a handful of dict and set look-ups:
+rules are indexed by (recipient, leaf category) and consents by subject.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from itertools import count
+
+from flowguard._loading import closest
+from flowguard.model import (
+    PRECEDENCE_RANK,
+    Basis,
+    CategoryDecision,
+    Consent,
+    ConsentNeeded,
+    Decision,
+    Flow,
+    Grantor,
+    Guardianship,
+    Policy,
+    Reason,
+    ReasonCode,
+    Remedy,
+    Rule,
+    Selector,
+    Subject,
+)
+from flowguard.registry import EMPTY_REGISTRY, Registry
+
+log = logging.getLogger("flowguard.engine")
+
+_INF = math.inf
+_LEAF_CACHE_LIMIT = 4096
+
+
+def _ts(value: datetime | None, default: float) -> float:
+    return default if value is None else value.timestamp()
+
+
+def birthday_timestamp(birth: date, years: int) -> float:
+    """00:00 UTC on the day a person born on `birth` turns `years` (29 Feb → 1 Mar)."""
+    year = birth.year + years
+    try:
+        day = date(year, birth.month, birth.day)
+    except ValueError:
+        day = date(year, 3, 1)
+    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
+
+
+@dataclass(frozen=True, slots=True)
+class _CompiledRule:
+    id: str
+    rule: Rule
+    senders: frozenset[str] | None
+    purposes: frozenset[str] | None
+    subprocesses: frozenset[str] | None
+
+    def applies(self, sender: str, purpose: str, subprocess: str) -> bool:
+        return ((self.senders is None or sender in self.senders)
+                and (self.purposes is None or purpose in self.purposes)
+                and (self.subprocesses is None or subprocess in self.subprocesses))
+
+
+@dataclass(frozen=True, slots=True)
+class _CompiledConsent:
+    id: str
+    consent: Consent
+    by_subject: bool
+    given: float
+    expires: float
+    withdrawn: float
+    actors: frozenset[str]
+    leaves: frozenset[str]
+    purposes: frozenset[str]
+    subprocesses: frozenset[str] | None
+    explicit: bool
+    guardianships: tuple[_CompiledGuardianship, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _CompiledGuardianship:
+    id: str
+    guardian: str
+    kind: str
+    scope: frozenset[str] | None
+    valid_from: float
+    valid_until: float
+
+
+@dataclass(frozen=True, slots=True)
+class _SubjectFacts:
+    consents: tuple[_CompiledConsent, ...]
+    guardianships: tuple[_CompiledGuardianship, ...]
+    consent_from: float  # the subject's own consent counts from this time
+    adult_from: float  # a parental guardianship ends at this time
+    consent_age: int | None
+
+
+_NO_FACTS = _SubjectFacts((), (), _INF, -_INF, None)
+
+
+class Engine:
+    """Decides flows against one policy and one registry. Thread-compatible, not thread-safe
+    for concurrent registry revisions (each check reads the revision once)."""
+
+    def __init__(self, policy: Policy, registry: Registry | None = None) -> None:
+        self.policy = policy
+        self.registry: Registry = registry if registry is not None else EMPTY_REGISTRY
+        self.policy_digest = policy.digest
+        self._ids = count()
+        self._id_prefix = os.urandom(6).hex()
+        self._actors = policy.actors
+        self._categories = policy.category_tree
+        self._purposes = policy.purpose_tree
+        self._special = frozenset(c for c in self._categories.ids if policy.is_special(c))
+        self._selector_cache: dict[Selector, frozenset[str]] = {}
+        self._leaves_cache: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        self._facts: dict[str, _SubjectFacts] = {}
+        self._facts_revision = self.registry.revision
+        self._permits: dict[tuple[str, str], tuple[_CompiledRule, ...]] = {}
+        self._forbids: dict[tuple[str, str], tuple[_CompiledRule, ...]] = {}
+        self._basis_cache: dict[tuple[str, str | None], tuple[Reason, Basis]] = {}
+        self._compile_rules()
+
+    # ------------------------------------------------------------------ compile
+
+    def _actors_matching(self, selector: Selector | None) -> frozenset[str] | None:
+        if selector is None:
+            return None
+        cached = self._selector_cache.get(selector)
+        if cached is not None:
+            return cached
+        orgs = self.policy.organizations
+        matched = []
+        for actor_id, actor in self._actors.items():
+            org = orgs[actor.organization]
+            if ((selector.actor is None or actor_id in selector.actor)
+                    and (selector.organization is None
+                         or actor.organization in selector.organization)
+                    and (selector.kind is None or org.kind in selector.kind)
+                    and (selector.sector is None or org.sector in selector.sector)
+                    and (selector.role is None or actor.role in selector.role)):
+                matched.append(actor_id)
+        result = frozenset(matched)
+        self._selector_cache[selector] = result
+        return result
+
+    def _leaves_of(self, categories: Iterable[str]) -> frozenset[str]:
+        tree = self._categories
+        return frozenset(leaf for c in categories if c in tree for leaf in tree.leaves(c))
+
+    def _purposes_under(self, purposes: Iterable[str]) -> frozenset[str]:
+        tree = self._purposes
+        return frozenset(p for q in purposes if q in tree for p in tree.descendants_or_self(q))
+
+    def _compile_rules(self) -> None:
+        permits: dict[tuple[str, str], list[_CompiledRule]] = {}
+        forbids: dict[tuple[str, str], list[_CompiledRule]] = {}
+        all_actors = frozenset(self._actors)
+        for rule in sorted(self.policy.rules, key=lambda r: r.id):
+            if rule.effect == "forbid":
+                purposes = None if rule.purposes is None else frozenset(
+                    p for q in rule.purposes if q in self._purposes
+                    for p in self._purposes.overlapping(q))
+                target = forbids
+            else:
+                purposes = None if rule.purposes is None else self._purposes_under(rule.purposes)
+                target = permits
+            compiled = _CompiledRule(
+                id=rule.id, rule=rule, senders=self._actors_matching(rule.sender),
+                purposes=purposes,
+                subprocesses=None if rule.subprocesses is None else frozenset(rule.subprocesses))
+            recipients = self._actors_matching(rule.recipient)
+            for recipient in sorted(all_actors if recipients is None else recipients):
+                for leaf in self._leaves_of(rule.data):
+                    target.setdefault((recipient, leaf), []).append(compiled)
+        self._permits = {k: tuple(v) for k, v in permits.items()}
+        self._forbids = {k: tuple(v) for k, v in forbids.items()}
+
+    def _subject_facts(self, subject_id: str) -> _SubjectFacts:
+        revision = self.registry.revision
+        if revision != self._facts_revision:
+            self._facts.clear()
+            self._facts_revision = revision
+        facts = self._facts.get(subject_id)
+        if facts is None:
+            facts = self._compile_subject(subject_id)
+            self._facts[subject_id] = facts
+        return facts
+
+    def _compile_subject(self, subject_id: str) -> _SubjectFacts:
+        registry = self.registry
+        consents = registry.consents_of(subject_id)
+        subject = registry.subject(subject_id)
+        if subject is None and not consents:
+            return _NO_FACTS
+        consent_from, adult_from, consent_age = self._ages(subject)
+        guardianships = tuple(self._compile_guardianship(g)
+                              for g in registry.guardianships_of(subject_id))
+        compiled = []
+        for k in consents:
+            recipients: set[str] = set()
+            for selector in k.recipients:
+                recipients |= self._actors_matching(selector) or frozenset()
+            compiled.append(_CompiledConsent(
+                id=k.id, consent=k, by_subject=k.given_by == subject_id,
+                given=k.given_at.timestamp(), expires=_ts(k.expires_at, _INF),
+                withdrawn=_ts(k.withdrawn_at, _INF), actors=frozenset(recipients),
+                leaves=self._leaves_of(k.data), purposes=self._purposes_under(k.purposes),
+                subprocesses=None if k.subprocesses is None else frozenset(k.subprocesses),
+                explicit=k.explicit,
+                guardianships=tuple(g for g in guardianships if g.guardian == k.given_by)))
+        compiled.sort(key=lambda c: c.id)
+        return _SubjectFacts(tuple(compiled), guardianships, consent_from, adult_from,
+                             consent_age)
+
+    def _ages(self, subject: Subject | None) -> tuple[float, float, int | None]:
+        """(own consent counts from, parental guardianship ends at, consent age)."""
+        jurisdiction_id = (subject.jurisdiction if subject is not None else None) \
+            or self.policy.default_jurisdiction
+        jurisdiction = self.policy.jurisdictions.get(jurisdiction_id or "")
+        if jurisdiction is None:
+            return _INF, -_INF, None  # fail closed: nobody's own consent counts
+        consent_age = jurisdiction.effective_consent_age
+        if subject is None or subject.birth_date is None:
+            return -_INF, -_INF, consent_age  # no birth date: an adult
+        return (birthday_timestamp(subject.birth_date, consent_age),
+                birthday_timestamp(subject.birth_date, jurisdiction.majority_age), consent_age)
+
+    def _compile_guardianship(self, g: Guardianship) -> _CompiledGuardianship:
+        return _CompiledGuardianship(
+            id=g.id, guardian=g.guardian, kind=g.kind,
+            scope=None if g.scope is None else self._leaves_of(g.scope),
+            valid_from=g.valid_from.timestamp(), valid_until=_ts(g.valid_until, _INF))
+
+    # ------------------------------------------------------------------ public API
+
+    def check(self, flow: Flow) -> Decision:
+        """Decide one flow. Never raises on evaluation: any internal error denies."""
+        now = datetime.now(UTC)
+        return self._decide(flow, now, now.timestamp())
+
+    def check_many(self, flows: Sequence[Flow]) -> list[Decision]:
+        """Decide several flows, evaluated at one instant; equal to `check` one by one."""
+        now = datetime.now(UTC)
+        now_ts = now.timestamp()
+        decide = self._decide
+        return [decide(flow, now, now_ts) for flow in flows]
+
+    # ------------------------------------------------------------------ evaluation
+
+    def _decide(self, flow: Flow, now: datetime, now_ts: float) -> Decision:
+        try:
+            return self._evaluate(flow, now, now_ts)
+        except Exception as exc:  # fail closed, and name no citizen in the log
+            log.error("evaluation error (%s); the flow is denied", type(exc).__name__)
+            return self._error_decision(flow, now)
+
+    def _next_id(self) -> str:
+        return f"{self._id_prefix}-{next(self._ids):010x}"
+
+    def _expand(self, data: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        cached = self._leaves_cache.get(data)
+        if cached is None:
+            tree = self._categories
+            leaves = sorted({leaf for c in data if c in tree for leaf in tree.leaves(c)})
+            unknown = sorted({c for c in data if c not in tree})
+            cached = (tuple(leaves), tuple(unknown))
+            if len(self._leaves_cache) >= _LEAF_CACHE_LIMIT:
+                self._leaves_cache.clear()
+            self._leaves_cache[data] = cached
+        return cached
+
+    def _evaluate(self, flow: Flow, now: datetime, now_ts: float) -> Decision:
+        at = flow.at
+        if at is None:
+            at = now
+            t = now_ts
+            flow = flow.model_copy(update={"at": now})
+        else:
+            t = at.timestamp()
+        leaves, unknown_categories = self._expand(flow.data)
+        sender, recipient = flow.sender, flow.recipient
+        purpose, subprocess = flow.purpose, flow.subprocess
+        problems = self._unknown_entities(flow)
+        results: list[CategoryDecision] = []
+        if problems:
+            for c in (*leaves, *unknown_categories):
+                results.append(_denied(c, (Reason(code=ReasonCode.UNKNOWN_ENTITY,
+                                                  message="; ".join(problems)),),
+                                       _FIX_REQUEST))
+        else:
+            for c in unknown_categories:
+                message = f"unknown data category `{c}`"
+                hint = closest(c, self._categories.ids)
+                if hint:
+                    message += f" (did you mean `{hint}`?)"
+                results.append(_denied(c, (Reason(code=ReasonCode.UNKNOWN_ENTITY,
+                                                  message=message),), _FIX_REQUEST))
+            facts: _SubjectFacts | None = None
+            for c in leaves:
+                key = (recipient, c)
+                forbids = [f for f in self._forbids.get(key, ())
+                           if f.applies(sender, purpose, subprocess)]
+                if forbids:
+                    results.append(self._forbidden(c, forbids))
+                    continue
+                permits = [p for p in self._permits.get(key, ())
+                           if p.applies(sender, purpose, subprocess)]
+                if not permits:
+                    results.append(self._no_rule(c, flow))
+                    continue
+                lawful = next((p for p in permits if p.rule.basis != "consent"), None)
+                if lawful is not None:
+                    results.append(self._permitted(c, lawful, None))
+                    continue
+                if facts is None:
+                    facts = self._subject_facts(flow.subject)
+                results.append(self._by_consent(c, permits, facts, flow, t))
+        results.sort(key=lambda r: r.category)
+        permitted = tuple(r.category for r in results if r.decision == "permit")
+        if len(permitted) == len(results):
+            obligations = tuple(sorted({o for r in results for o in r.obligations}))
+            return Decision.model_construct(
+                decision="permit", reason=ReasonCode.PERMITTED, flow=flow,
+                categories=tuple(results), permitted=permitted, obligations=obligations,
+                policy_digest=self.policy_digest, decision_id=self._next_id(),
+                evaluated_at=now)
+        primary = min((r.reasons[0].code for r in results if r.decision == "deny"),
+                      key=PRECEDENCE_RANK.__getitem__)
+        return Decision.model_construct(
+            decision="deny", reason=primary, flow=flow, categories=tuple(results),
+            permitted=permitted, obligations=(), policy_digest=self.policy_digest,
+            decision_id=self._next_id(), evaluated_at=now)
+
+    def _unknown_entities(self, flow: Flow) -> list[str]:
+        problems = []
+        for what, value, known in (("sender", flow.sender, self._actors),
+                                   ("recipient", flow.recipient, self._actors),
+                                   ("purpose", flow.purpose, self._purposes.ids),
+                                   ("sub-process", flow.subprocess, self.policy.subprocesses)):
+            if value not in known:
+                hint = closest(value, known)
+                problems.append(f"unknown {what} `{value}`"
+                                + (f" (did you mean `{hint}`?)" if hint else ""))
+        return problems
+
+    def _permitted(self, category: str, rule: _CompiledRule,
+                   consent: _CompiledConsent | None) -> CategoryDecision:
+        key = (rule.id, None if consent is None else consent.id)
+        cached = self._basis_cache.get(key)
+        if cached is None:
+            r = rule.rule
+            assert r.basis is not None
+            if consent is None:
+                law = f" ({r.law})" if r.law else ""
+                message = f"permitted by rule `{r.id}` on basis {r.basis}{law}"
+            else:
+                message = f"permitted by rule `{r.id}` with consent `{consent.id}`"
+            cached = (Reason.model_construct(code=ReasonCode.PERMITTED, message=message,
+                                             rule=r.id,
+                                             consent=None if consent is None else consent.id),
+                      Basis.model_construct(rule=r.id, basis=r.basis,
+                                            consent=None if consent is None else consent.id,
+                                            law=r.law, art9=r.art9))
+            self._basis_cache[key] = cached
+        return CategoryDecision.model_construct(
+            category=category, decision="permit", reasons=(cached[0],), basis=cached[1],
+            remedy=None, obligations=rule.rule.obligations)
+
+    def _forbidden(self, category: str, forbids: list[_CompiledRule]) -> CategoryDecision:
+        reasons = tuple(
+            Reason.model_construct(code=ReasonCode.FORBIDDEN, rule=f.id, consent=None,
+                                   message=f"forbidden by rule `{f.id}`"
+                                   + (f": {f.rule.description}" if f.rule.description else ""))
+            for f in forbids)
+        remedy = Remedy.model_construct(
+            action="none", consent=None,
+            message=f"rule `{forbids[0].id}` forbids this outright: no consent or other "
+                    "basis can make it lawful under this policy")
+        return _denied(category, reasons, remedy)
+
+    def _no_rule(self, category: str, flow: Flow) -> CategoryDecision:
+        message = (f"no permit rule lets `{flow.recipient}` receive `{category}` "
+                   f"for `{flow.purpose}` at `{flow.subprocess}`")
+        reason = Reason.model_construct(code=ReasonCode.NO_PERMIT_RULE, message=message,
+                                        rule=None, consent=None)
+        remedy = Remedy.model_construct(
+            action="change-policy", consent=None,
+            message="the policy must gain a permit rule with a legal basis for this flow; "
+                    "no consent alone can make it lawful")
+        return _denied(category, (reason,), remedy)
+
+    def _by_consent(self, category: str, permits: list[_CompiledRule], facts: _SubjectFacts,
+                    flow: Flow, t: float) -> CategoryDecision:
+        recipient, purpose, subprocess = flow.recipient, flow.purpose, flow.subprocess
+        special = category in self._special
+        failures: list[tuple[int, str, ReasonCode, _CompiledConsent]] = []
+        for k in facts.consents:
+            if (recipient not in k.actors or category not in k.leaves
+                    or purpose not in k.purposes
+                    or (k.subprocesses is not None and subprocess not in k.subprocesses)):
+                continue
+            failure = _consent_failure(k, category, special, t, facts)
+            if failure is None:
+                # consents are sorted by id: the first valid one is the smallest id
+                return self._permitted(category, permits[0], k)
+            failures.append((PRECEDENCE_RANK[failure], k.id, failure, k))
+        rule_id = permits[0].id
+        if not failures:
+            reasons: tuple[Reason, ...] = (Reason.model_construct(
+                code=ReasonCode.CONSENT_MISSING, rule=rule_id, consent=None,
+                message=f"rule `{rule_id}` needs consent for `{recipient}` to receive "
+                        f"`{category}` for `{purpose}` at `{subprocess}`; none is on record"),)
+        else:
+            failures.sort(key=lambda f: (f[0], f[1]))
+            reasons = tuple(
+                Reason.model_construct(code=code, rule=rule_id, consent=k.id,
+                                       message=_consent_message(code, k, category))
+                for _, _, code, k in failures)
+        remedy = self._consent_remedy(category, permits, facts, flow, t, special)
+        return _denied(category, reasons, remedy)
+
+    def _consent_remedy(self, category: str, permits: list[_CompiledRule],
+                        facts: _SubjectFacts, flow: Flow, t: float,
+                        special: bool) -> Remedy:
+        grantors: list[Grantor] = []
+        if t >= facts.consent_from:
+            grantors.append(Grantor(role="subject"))
+        elif facts.consent_age is not None:
+            grantors.append(Grantor(role="subject", from_age=facts.consent_age))
+        for g in facts.guardianships:
+            if (g.scope is None or category in g.scope) and _guardian_valid(g, t, facts):
+                grantors.append(Grantor(role="guardian", person=g.guardian,
+                                        guardianship=g.id, kind=g.kind))  # type: ignore[arg-type]
+        if t < facts.adult_from and not any(g.role == "guardian" for g in grantors):
+            grantors.append(Grantor(role="guardian", kind="parental"))
+        organization = self._actors[flow.recipient].organization
+        needed = ConsentNeeded(
+            grantors=tuple(grantors), recipient=Selector(organization=(organization,)),
+            categories=(category,), purpose=flow.purpose, subprocess=flow.subprocess,
+            explicit=special, rules=tuple(p.id for p in permits))
+        who = " or ".join(_grantor_text(g) for g in grantors) or "nobody on record"
+        message = (f"obtain {'explicit ' if special else ''}consent from {who} for "
+                   f"`{organization}` to receive `{category}` for `{flow.purpose}` "
+                   f"at `{flow.subprocess}`")
+        return Remedy(action="obtain-consent", message=message, consent=needed)
+
+    def _error_decision(self, flow: Flow, now: datetime) -> Decision:
+        reason = Reason(code=ReasonCode.EVALUATION_ERROR,
+                        message="internal evaluation error; denied (fail closed)")
+        categories = tuple(_denied(c, (reason,), None) for c in sorted(set(flow.data)))
+        return Decision(decision="deny", reason=ReasonCode.EVALUATION_ERROR, flow=flow,
+                        categories=categories, permitted=(), obligations=(),
+                        policy_digest=self.policy_digest, decision_id=self._next_id(),
+                        evaluated_at=now)
+
+
+_FIX_REQUEST = Remedy(action="fix-request",
+                      message="correct the request: every id must be declared in the policy")
+
+
+def _denied(category: str, reasons: tuple[Reason, ...], remedy: Remedy | None
+            ) -> CategoryDecision:
+    return CategoryDecision.model_construct(category=category, decision="deny", reasons=reasons,
+                                            basis=None, remedy=remedy, obligations=())
+
+
+def _guardian_valid(g: _CompiledGuardianship, at: float, facts: _SubjectFacts) -> bool:
+    return (g.valid_from <= at < g.valid_until
+            and (g.kind != "parental" or at < facts.adult_from))
+
+
+def _consent_failure(k: _CompiledConsent, category: str, special: bool, t: float,
+                     facts: _SubjectFacts) -> ReasonCode | None:
+    """The highest-precedence reason this in-scope consent does not count, or None."""
+    if t >= k.withdrawn:
+        return ReasonCode.CONSENT_WITHDRAWN
+    if t >= k.expires:
+        return ReasonCode.CONSENT_EXPIRED
+    if t < k.given:
+        return ReasonCode.CONSENT_NOT_YET_VALID
+    if special and not k.explicit:
+        return ReasonCode.CONSENT_NOT_EXPLICIT
+    if k.by_subject:
+        if k.given < facts.consent_from:
+            return ReasonCode.GRANTOR_NOT_AUTHORIZED
+        return None if t >= facts.consent_from else ReasonCode.GRANTOR_AUTHORITY_ENDED
+    had_authority = False
+    for g in k.guardianships:
+        if g.scope is not None and category not in g.scope:
+            continue
+        if _guardian_valid(g, k.given, facts):
+            if _guardian_valid(g, t, facts):
+                return None
+            had_authority = True
+    return (ReasonCode.GRANTOR_AUTHORITY_ENDED if had_authority
+            else ReasonCode.GRANTOR_NOT_AUTHORIZED)
+
+
+def _iso(value: datetime | None) -> str:
+    return "" if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+def _consent_message(code: ReasonCode, k: _CompiledConsent, category: str) -> str:
+    c = k.consent
+    if code is ReasonCode.CONSENT_WITHDRAWN:
+        return f"consent `{k.id}` was withdrawn at {_iso(c.withdrawn_at)}"
+    if code is ReasonCode.CONSENT_EXPIRED:
+        return f"consent `{k.id}` expired at {_iso(c.expires_at)}"
+    if code is ReasonCode.CONSENT_NOT_YET_VALID:
+        return f"consent `{k.id}` counts only from {_iso(c.given_at)}"
+    if code is ReasonCode.CONSENT_NOT_EXPLICIT:
+        return (f"`{category}` is special-category data (GDPR Art. 9) and consent `{k.id}` "
+                "is not explicit")
+    grantor = "the subject" if k.by_subject else "the grantor"
+    if code is ReasonCode.GRANTOR_NOT_AUTHORIZED:
+        return (f"consent `{k.id}`: {grantor} had no authority to consent to `{category}` "
+                "when it was given")
+    return f"consent `{k.id}`: {grantor}'s authority over `{category}` has ended since"
+
+
+def _grantor_text(g: Grantor) -> str:
+    if g.role == "subject":
+        return "the subject" + (f" (from age {g.from_age})" if g.from_age is not None else "")
+    if g.person is None:
+        return "a holder of parental responsibility"
+    return f"guardian `{g.person}` ({g.kind} guardianship `{g.guardianship}`)"
+
+
+def explain(decision: Decision) -> list[str]:
+    """Plain-language lines explaining a decision, for terminals and reports."""
+    lines = []
+    for c in decision.categories:
+        mark = "permit" if c.decision == "permit" else "deny  "
+        lines.append(f"{mark} {c.category}: {c.reasons[0].message}")
+        for extra in c.reasons[1:]:
+            lines.append(f"         also: {extra.message}")
+        if c.remedy is not None and c.decision == "deny":
+            lines.append(f"         to make it lawful: {c.remedy.message}")
+    return lines
+

@@ -1,0 +1,401 @@
+"""The typed model: policy, consent registry, flows and decisions (SPEC §§ 2–6).
+
+Models are immutable pydantic v2 models and carry no behaviour beyond validating
+their own fields; loading (with source positions) lives in `policy` and `registry`,
+evaluation in `engine`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    model_validator,
+)
+
+from flowguard._hierarchy import Hierarchy
+
+# --------------------------------------------------------------------------- scalars
+
+Id = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=200, pattern=r"^[\w][\w.:@+\-/]*$"),
+]
+Text = Annotated[str, StringConstraints(max_length=4000)]
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+IdList = Annotated[tuple[Id, ...], BeforeValidator(_one_or_many), Field(min_length=1)]
+
+
+def _require_zone(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("time has no zone: write it as RFC 3339 with Z or an offset")
+    return value.astimezone(UTC)
+
+
+def _date_as_midnight_utc(value: Any) -> Any:
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    if isinstance(value, str) and len(value) == 10:
+        try:
+            day = date.fromisoformat(value)
+        except ValueError:
+            return value
+        return datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return value
+
+
+def _refuse_bare_date(value: Any) -> Any:
+    if isinstance(value, date) and not isinstance(value, datetime):
+        raise ValueError("a date is not enough here: give a time with a zone (RFC 3339)")
+    return value
+
+
+Instant = Annotated[datetime, BeforeValidator(_refuse_bare_date), AfterValidator(_require_zone)]
+"""An RFC 3339 time with a zone, normalised to UTC."""
+
+Bound = Annotated[datetime, BeforeValidator(_date_as_midnight_utc), AfterValidator(_require_zone)]
+"""A validity bound: a time with a zone, or a date meaning 00:00 UTC that day."""
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- policy
+
+Sector = Literal["public", "private", "voluntary"]
+Effect = Literal["permit", "forbid"]
+LegalBasis = Literal["consent", "contract", "legal-obligation", "vital-interests", "public-task"]
+Art9Condition = Literal[
+    "social-protection", "vital-interests", "public-interest", "health-care", "public-health",
+    "research",
+]
+SELECTOR_KEYS = ("actor", "organization", "kind", "sector", "role")
+BASES_NEEDING_LAW = ("legal-obligation", "public-task")
+
+
+class Selector(Model):
+    """Which actors: keys are ANDed, the values of one key ORed; empty matches everyone."""
+
+    actor: IdList | None = None
+    organization: IdList | None = None
+    kind: IdList | None = None
+    sector: Annotated[tuple[Sector, ...], BeforeValidator(_one_or_many),
+                      Field(min_length=1)] | None = None
+    role: IdList | None = None
+
+
+class Service(Model):
+    id: Id
+    name: Text | None = None
+    controller: Id | None = None
+    description: Text | None = None
+
+
+class Jurisdiction(Model):
+    majority_age: Annotated[int, Field(strict=True, ge=0, le=150)]
+    consent_age: Annotated[int, Field(strict=True, ge=0, le=150)] | None = None
+    name: Text | None = None
+
+    @property
+    def effective_consent_age(self) -> int:
+        return self.majority_age if self.consent_age is None else self.consent_age
+
+
+class Organization(Model):
+    kind: Id
+    sector: Sector
+    name: Text | None = None
+    description: Text | None = None
+
+
+class Actor(Model):
+    organization: Id
+    role: Id
+    name: Text | None = None
+    description: Text | None = None
+
+
+class DataCategory(Model):
+    special: Annotated[bool, Field(strict=True)] = False
+    description: Text | None = None
+
+
+class Purpose(Model):
+    description: Text | None = None
+
+
+class Subprocess(Model):
+    co_produced: Annotated[bool, Field(strict=True)] = False
+    order: Annotated[int, Field(strict=True)] | None = None
+    name: Text | None = None
+    description: Text | None = None
+
+
+class Rule(Model):
+    id: Id
+    effect: Effect
+    description: Text | None = None
+    sender: Selector | None = None
+    recipient: Selector | None = None
+    data: IdList
+    purposes: IdList | None = None
+    subprocesses: IdList | None = None
+    basis: LegalBasis | None = None
+    law: Text | None = None
+    art9: Art9Condition | None = None
+    obligations: tuple[Text, ...] = ()
+
+    @model_validator(mode="after")
+    def _basis_fits_effect(self) -> Rule:
+        if self.effect == "permit":
+            if self.basis is None:
+                raise ValueError("a permit rule must name its legal `basis`")
+            if self.basis in BASES_NEEDING_LAW and not self.law:
+                raise ValueError(
+                    f"basis `{self.basis}` must cite the `law` that gives it (GDPR Art. 6(3))"
+                )
+        else:
+            extras = [k for k in ("basis", "law", "art9") if getattr(self, k) is not None]
+            if self.obligations:
+                extras.append("obligations")
+            if extras:
+                raise ValueError(f"a forbid rule takes no {', '.join(extras)}")
+        return self
+
+
+class Policy(Model):
+    """A validated policy whose every reference resolves (build it with `load_policy`)."""
+
+    version: Literal[1] = 1
+    service: Service | None = None
+    jurisdictions: dict[Id, Jurisdiction] = {}
+    default_jurisdiction: Id | None = None
+    organizations: dict[Id, Organization] = {}
+    actors: dict[Id, Actor] = {}
+    data_categories: dict[Id, DataCategory] = {}
+    purposes: dict[Id, Purpose] = {}
+    subprocesses: dict[Id, Subprocess] = {}
+    rules: tuple[Rule, ...] = ()
+
+    _categories: Hierarchy = PrivateAttr()
+    _purposes: Hierarchy = PrivateAttr()
+    _digest: str = PrivateAttr(default="")
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._categories = Hierarchy(self.data_categories)
+        self._purposes = Hierarchy(self.purposes)
+
+    @property
+    def category_tree(self) -> Hierarchy:
+        return self._categories
+
+    @property
+    def purpose_tree(self) -> Hierarchy:
+        return self._purposes
+
+    def is_special(self, category: str) -> bool:
+        """A category is special when it or an ancestor is marked `special: true`."""
+        return any(
+            (c := self.data_categories.get(a)) is not None and c.special
+            for a in self._categories.ancestors_or_self(category)
+        )
+
+    @property
+    def digest(self) -> str:
+        if not self._digest:
+            from flowguard.canonical import policy_digest
+
+            self._digest = policy_digest(self)
+        return self._digest
+
+
+# --------------------------------------------------------------------------- registry
+
+class Subject(Model):
+    birth_date: date | None = None
+    jurisdiction: Id | None = None
+
+
+GuardianshipKind = Literal["parental", "adult"]
+
+
+class Guardianship(Model):
+    id: Id
+    guardian: Id
+    subject: Id
+    kind: GuardianshipKind
+    scope: IdList | None = None
+    valid_from: Bound
+    valid_until: Bound | None = None
+    evidence: Evidence | None = None
+
+
+class Evidence(Model):
+    method: Text
+    reference: Text | None = None
+    note: Text | None = None
+
+
+class Consent(Model):
+    id: Id
+    subject: Id
+    given_by: Id
+    given_at: Instant
+    recipients: Annotated[tuple[Selector, ...], Field(min_length=1)]
+    data: IdList
+    purposes: IdList
+    subprocesses: IdList | None = None
+    explicit: Annotated[bool, Field(strict=True)] = False
+    expires_at: Bound | None = None
+    withdrawn_at: Bound | None = None
+    evidence: Evidence | None = None
+
+
+Guardianship.model_rebuild()
+
+
+# --------------------------------------------------------------------------- flows
+
+
+MAX_CATEGORIES_PER_FLOW = 1000
+
+
+class Flow(Model):
+    """A proposed transfer of data about one subject from one actor to another."""
+
+    sender: Id
+    recipient: Id
+    subject: Id
+    data: Annotated[tuple[Id, ...], BeforeValidator(_one_or_many),
+                    Field(min_length=1, max_length=MAX_CATEGORIES_PER_FLOW)]
+    purpose: Id
+    subprocess: Id
+    at: Instant | None = None
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+class ReasonCode(StrEnum):
+    """Why a category was permitted or denied; deny codes in order of precedence."""
+
+    PERMITTED = "PERMITTED"
+    UNKNOWN_ENTITY = "UNKNOWN_ENTITY"
+    FORBIDDEN = "FORBIDDEN"
+    NO_PERMIT_RULE = "NO_PERMIT_RULE"
+    CONSENT_WITHDRAWN = "CONSENT_WITHDRAWN"
+    CONSENT_EXPIRED = "CONSENT_EXPIRED"
+    CONSENT_NOT_YET_VALID = "CONSENT_NOT_YET_VALID"
+    CONSENT_NOT_EXPLICIT = "CONSENT_NOT_EXPLICIT"
+    GRANTOR_NOT_AUTHORIZED = "GRANTOR_NOT_AUTHORIZED"
+    GRANTOR_AUTHORITY_ENDED = "GRANTOR_AUTHORITY_ENDED"
+    CONSENT_MISSING = "CONSENT_MISSING"
+    EVALUATION_ERROR = "EVALUATION_ERROR"
+
+
+DENY_PRECEDENCE: tuple[ReasonCode, ...] = (
+    ReasonCode.EVALUATION_ERROR,
+    ReasonCode.UNKNOWN_ENTITY,
+    ReasonCode.FORBIDDEN,
+    ReasonCode.NO_PERMIT_RULE,
+    ReasonCode.CONSENT_WITHDRAWN,
+    ReasonCode.CONSENT_EXPIRED,
+    ReasonCode.CONSENT_NOT_YET_VALID,
+    ReasonCode.CONSENT_NOT_EXPLICIT,
+    ReasonCode.GRANTOR_NOT_AUTHORIZED,
+    ReasonCode.GRANTOR_AUTHORITY_ENDED,
+    ReasonCode.CONSENT_MISSING,
+)
+PRECEDENCE_RANK: dict[ReasonCode, int] = {code: i for i, code in enumerate(DENY_PRECEDENCE)}
+
+Outcome = Literal["permit", "deny"]
+
+
+class Reason(Model):
+    code: ReasonCode
+    message: str
+    rule: str | None = None
+    consent: str | None = None
+
+
+class Basis(Model):
+    """The legal basis a permitted category relied on."""
+
+    rule: str
+    basis: LegalBasis
+    consent: str | None = None
+    law: str | None = None
+    art9: Art9Condition | None = None
+
+
+class Grantor(Model):
+    """Who may give a needed consent."""
+
+    role: Literal["subject", "guardian"]
+    person: str | None = None
+    guardianship: str | None = None
+    kind: GuardianshipKind | None = None
+    from_age: int | None = None
+
+
+class ConsentNeeded(Model):
+    grantors: tuple[Grantor, ...]
+    recipient: Selector
+    categories: tuple[str, ...]
+    purpose: str
+    subprocess: str
+    explicit: bool
+    rules: tuple[str, ...]
+
+
+RemedyAction = Literal["obtain-consent", "change-policy", "fix-request", "none"]
+
+
+class Remedy(Model):
+    """What would make a denied category lawful."""
+
+    action: RemedyAction
+    message: str
+    consent: ConsentNeeded | None = None
+
+
+class CategoryDecision(Model):
+    category: str
+    decision: Outcome
+    reasons: tuple[Reason, ...]
+    basis: Basis | None = None
+    remedy: Remedy | None = None
+    obligations: tuple[str, ...] = ()
+
+
+class Decision(Model):
+    """The answer to one flow: permit only when every leaf category is permitted."""
+
+    decision: Outcome
+    reason: ReasonCode
+    flow: Flow
+    categories: tuple[CategoryDecision, ...]
+    permitted: tuple[str, ...]
+    obligations: tuple[str, ...] = ()
+    policy_digest: str
+    decision_id: str
+    evaluated_at: datetime
+
+    @property
+    def permit(self) -> bool:
+        return self.decision == "permit"

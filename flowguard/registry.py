@@ -1,0 +1,211 @@
+"""The consent registry (SPEC §4): subjects, guardianships and consents.
+
+`Registry` is the interface the engine reads through; `InMemoryRegistry` holds records
+loaded from a YAML or JSON file (`load_registry`). Stores backed by databases implement
+the same interface.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from flowguard._loading import Collector, PolicyVocabulary, check_selector, did_you_mean
+from flowguard._source import Document, SourceError, load_documents
+from flowguard.errors import RegistryError
+from flowguard.model import Consent, Guardianship, Policy, Subject
+
+REGISTRY_SECTIONS = ("subjects", "guardianships", "consents")
+
+
+@runtime_checkable
+class Registry(Protocol):
+    """Read access to the consent registry, one subject at a time."""
+
+    @property
+    def revision(self) -> int:
+        """Changes whenever any record changes; the engine drops cached facts on change."""
+        ...
+
+    def subject(self, subject_id: str) -> Subject | None: ...
+
+    def consents_of(self, subject_id: str) -> Sequence[Consent]: ...
+
+    def guardianships_of(self, subject_id: str) -> Sequence[Guardianship]: ...
+
+
+class InMemoryRegistry:
+    """An immutable registry held in memory (from a file, or built in code)."""
+
+    def __init__(self, subjects: dict[str, Subject] | None = None,
+                 guardianships: Iterable[Guardianship] = (),
+                 consents: Iterable[Consent] = ()) -> None:
+        self._subjects: dict[str, Subject] = dict(subjects or {})
+        self._guardianships: dict[str, list[Guardianship]] = defaultdict(list)
+        self._consents: dict[str, list[Consent]] = defaultdict(list)
+        for g in guardianships:
+            self._guardianships[g.subject].append(g)
+        for k in consents:
+            self._consents[k.subject].append(k)
+
+    @property
+    def revision(self) -> int:
+        return 0
+
+    def subject(self, subject_id: str) -> Subject | None:
+        return self._subjects.get(subject_id)
+
+    def consents_of(self, subject_id: str) -> Sequence[Consent]:
+        return self._consents.get(subject_id, ())
+
+    def guardianships_of(self, subject_id: str) -> Sequence[Guardianship]:
+        return self._guardianships.get(subject_id, ())
+
+    @property
+    def subjects(self) -> dict[str, Subject]:
+        return dict(self._subjects)
+
+    def all_consents(self) -> list[Consent]:
+        return [k for ks in self._consents.values() for k in ks]
+
+    def all_guardianships(self) -> list[Guardianship]:
+        return [g for gs in self._guardianships.values() for g in gs]
+
+
+EMPTY_REGISTRY = InMemoryRegistry()
+
+
+def load_registry(path: str | Path, policy: Policy | None = None) -> InMemoryRegistry:
+    """Load a registry file; with `policy`, every category, purpose, sub-process,
+    jurisdiction and recipient it names must exist there. Raises `RegistryError`."""
+    out = Collector()
+    file = Path(path)
+    try:
+        documents = load_documents(file)
+    except SourceError as exc:
+        raise RegistryError([exc.diagnostic]) from None
+    loader = _RegistryLoader(out, policy)
+    for doc in documents:
+        loader.document(doc)
+    loader.cross_check()
+    if out.has_errors:
+        raise RegistryError(out.diagnostics)
+    return InMemoryRegistry(loader.subjects, loader.guardianships, loader.consents)
+
+
+class _RegistryLoader:
+    def __init__(self, out: Collector, policy: Policy | None) -> None:
+        self.out = out
+        self.policy = policy
+        self.subjects: dict[str, Subject] = {}
+        self.guardianships: list[Guardianship] = []
+        self.consents: list[Consent] = []
+        self.where: dict[tuple[str, str], tuple[Document, tuple[str | int, ...]]] = {}
+
+    def document(self, doc: Document) -> None:
+        if doc.data is None:
+            return
+        if not isinstance(doc.data, dict):
+            self.out.add(doc, (), "a registry must be a mapping with subjects, guardianships "
+                         "and consents", code="type")
+            return
+        for key, value in doc.data.items():
+            if key not in REGISTRY_SECTIONS:
+                self.out.add(doc, (key,), f"unknown top-level key `{key}`",
+                             hint=did_you_mean(key, REGISTRY_SECTIONS), code="unknown-key")
+            elif key == "subjects":
+                self._subjects(doc, value)
+            else:
+                self._records(doc, key, value)
+
+    def _subjects(self, doc: Document, value: Any) -> None:
+        entries = self.out.expect_mapping(doc, ("subjects",), value, "subjects")
+        if entries is None:
+            return
+        for index, (subject_id, body) in enumerate(entries.items()):
+            path = ("subjects", subject_id)
+            what = f"subject #{index + 1}"  # the id is a citizen identifier: never echo it
+            if not isinstance(subject_id, str) or not subject_id:
+                self.out.add(doc, path, f"{what}: a subject id must be a string", code="type")
+                continue
+            if subject_id in self.subjects:
+                self.out.add(doc, path, f"{what} is declared twice", code="duplicate")
+                continue
+            subject = self.out.validate(doc, path, Subject, {} if body is None else body, what)
+            if subject is not None:
+                self.subjects[subject_id] = subject
+                self.where[("subjects", subject_id)] = (doc, path)
+
+    def _records(self, doc: Document, section: str, value: Any) -> None:
+        items = self.out.expect_list(doc, (section,), value, section)
+        if items is None:
+            return
+        model = Guardianship if section == "guardianships" else Consent
+        noun = "guardianship" if section == "guardianships" else "consent"
+        for index, body in enumerate(items):
+            path: tuple[str | int, ...] = (section, index)
+            record_id = body.get("id") if isinstance(body, dict) else None
+            what = f"{noun} `{record_id}`" if isinstance(record_id, str) else \
+                f"{noun} #{index + 1}"
+            record = self.out.validate(doc, path, model, body, what)
+            if record is None:
+                continue
+            if (section, record.id) in self.where:
+                self.out.add(doc, (*path, "id"), f"{noun} id `{record.id}` is used twice",
+                             code="duplicate")
+                continue
+            self.where[(section, record.id)] = (doc, path)
+            if isinstance(record, Guardianship):
+                self.guardianships.append(record)
+            else:
+                self.consents.append(record)
+
+    def cross_check(self) -> None:
+        vocab = PolicyVocabulary.of(self.policy) if self.policy is not None else None
+        for g in self.guardianships:
+            doc, path = self.where[("guardianships", g.id)]
+            self._known_subject(doc, (*path, "subject"), g.subject, f"guardianship `{g.id}`")
+            if g.valid_until is not None and g.valid_until <= g.valid_from:
+                self.out.add(doc, (*path, "valid_until"),
+                             f"guardianship `{g.id}`: valid_until is not after valid_from")
+            if vocab is not None:
+                for i, c in enumerate(g.scope or ()):
+                    self.out.reference(doc, (*path, "scope", i), c, vocab.categories,
+                                       "data category")
+        for k in self.consents:
+            doc, path = self.where[("consents", k.id)]
+            what = f"consent `{k.id}`"
+            self._known_subject(doc, (*path, "subject"), k.subject, what)
+            if k.expires_at is not None and k.expires_at <= k.given_at:
+                self.out.add(doc, (*path, "expires_at"),
+                             f"{what}: expires_at is not after given_at")
+            if vocab is None:
+                continue
+            for i, selector in enumerate(k.recipients):
+                check_selector(self.out, doc, (*path, "recipients", i), selector, vocab)
+            for key, known, noun in (("data", vocab.categories, "data category"),
+                                     ("purposes", vocab.purposes, "purpose"),
+                                     ("subprocesses", vocab.subprocesses, "sub-process")):
+                for i, value in enumerate(getattr(k, key) or ()):
+                    self.out.reference(doc, (*path, key, i), value, known, noun)
+        if vocab is not None:
+            for subject_id, subject in self.subjects.items():
+                jurisdiction = subject.jurisdiction or (
+                    self.policy.default_jurisdiction if self.policy else None)
+                doc, path = self.where[("subjects", subject_id)]
+                if jurisdiction is None:
+                    self.out.add(doc, path, "a subject has no jurisdiction and the policy "
+                                 "names no default_jurisdiction")
+                else:
+                    self.out.reference(doc, (*path, "jurisdiction"), jurisdiction,
+                                       vocab.jurisdictions, "jurisdiction")
+
+    def _known_subject(self, doc: Document, path: tuple[str | int, ...], subject_id: str,
+                       what: str) -> None:
+        if subject_id not in self.subjects:
+            self.out.diagnostics.append(
+                doc.diagnostic(path, f"{what}: its subject is not declared under `subjects`",
+                               code="unknown-reference"))
+
