@@ -91,10 +91,10 @@ def _child(node: yaml.Node, step: str | int) -> yaml.Node | None:
                 child_value: yaml.Node = value
                 return child_value
         return None
-    if isinstance(node, yaml.SequenceNode) and isinstance(step, int):
-        if 0 <= step < len(node.value):
-            child: yaml.Node = node.value[step]
-            return child
+    if isinstance(node, yaml.SequenceNode) and isinstance(step, int) \
+            and 0 <= step < len(node.value):
+        child: yaml.Node = node.value[step]
+        return child
     return None
 
 
@@ -235,9 +235,11 @@ def read_text(path: Path, *, max_bytes: int = MAX_FILE_BYTES) -> str:
         ) from None
 
 
-def parse_documents(text: str, file: str) -> Iterator[Document]:
-    """Parse every YAML document of a text (a JSON text is one document)."""
-    if file.endswith(".json"):
+def parse_documents(text: str, file: str, *, as_json: bool | None = None
+                    ) -> Iterator[Document]:
+    """Parse every YAML document of a text (a JSON text is one document); JSON is chosen
+    by `as_json`, or else by the file name's `.json` ending."""
+    if as_json if as_json is not None else file.endswith(".json"):
         try:
             data = json.loads(text)
         except RecursionError:

@@ -15,6 +15,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from itertools import count
+from typing import TypeVar
+
+from pydantic import BaseModel
 
 from flowguard._loading import closest
 from flowguard.model import (
@@ -38,9 +41,24 @@ from flowguard.model import (
 from flowguard.registry import EMPTY_REGISTRY, Registry
 
 log = logging.getLogger("flowguard.engine")
+_M = TypeVar("_M", bound=BaseModel)
 
 _INF = math.inf
 _LEAF_CACHE_LIMIT = 4096
+_CACHE_LIMIT = 100_000
+_DECISION_FIELDS = frozenset(Decision.model_fields)
+_CATEGORY_FIELDS = frozenset(CategoryDecision.model_fields)
+_oset = object.__setattr__
+
+
+def _new(cls: type[_M], fields: frozenset[str], values: dict[str, object]) -> _M:
+    """`Model.trusted` without its keyword-argument overhead, for the per-decision objects."""
+    instance = object.__new__(cls)
+    _oset(instance, "__dict__", values)
+    _oset(instance, "__pydantic_fields_set__", set(fields))
+    _oset(instance, "__pydantic_extra__", None)
+    _oset(instance, "__pydantic_private__", None)
+    return instance
 
 
 def _ts(value: datetime | None, default: float) -> float:
@@ -64,11 +82,7 @@ class _CompiledRule:
     senders: frozenset[str] | None
     purposes: frozenset[str] | None
     subprocesses: frozenset[str] | None
-
-    def applies(self, sender: str, purpose: str, subprocess: str) -> bool:
-        return ((self.senders is None or sender in self.senders)
-                and (self.purposes is None or purpose in self.purposes)
-                and (self.subprocesses is None or subprocess in self.subprocesses))
+    consent_free: bool  # a permit on a non-consent basis
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,12 +143,15 @@ class Engine:
         self._facts_revision = self.registry.revision
         self._permits: dict[tuple[str, str], tuple[_CompiledRule, ...]] = {}
         self._forbids: dict[tuple[str, str], tuple[_CompiledRule, ...]] = {}
-        self._basis_cache: dict[tuple[str, str | None], tuple[Reason, Basis]] = {}
+        self._purpose_ids = self._purposes.ids
+        self._subprocess_ids = frozenset(policy.subprocesses)
+        self._permit_cache: dict[tuple[str, str, str | None], CategoryDecision] = {}
+        self._no_rule_cache: dict[tuple[str, str, str, str], CategoryDecision] = {}
         self._compile_rules()
 
     # ------------------------------------------------------------------ compile
 
-    def _actors_matching(self, selector: Selector | None) -> frozenset[str] | None:
+    def actors_matching(self, selector: Selector | None) -> frozenset[str] | None:
         if selector is None:
             return None
         cached = self._selector_cache.get(selector)
@@ -177,10 +194,11 @@ class Engine:
                 purposes = None if rule.purposes is None else self._purposes_under(rule.purposes)
                 target = permits
             compiled = _CompiledRule(
-                id=rule.id, rule=rule, senders=self._actors_matching(rule.sender),
+                id=rule.id, rule=rule, senders=self.actors_matching(rule.sender),
                 purposes=purposes,
-                subprocesses=None if rule.subprocesses is None else frozenset(rule.subprocesses))
-            recipients = self._actors_matching(rule.recipient)
+                subprocesses=None if rule.subprocesses is None else frozenset(rule.subprocesses),
+                consent_free=rule.effect == "permit" and rule.basis != "consent")
+            recipients = self.actors_matching(rule.recipient)
             for recipient in sorted(all_actors if recipients is None else recipients):
                 for leaf in self._leaves_of(rule.data):
                     target.setdefault((recipient, leaf), []).append(compiled)
@@ -211,7 +229,7 @@ class Engine:
         for k in consents:
             recipients: set[str] = set()
             for selector in k.recipients:
-                recipients |= self._actors_matching(selector) or frozenset()
+                recipients |= self.actors_matching(selector) or frozenset()
             compiled.append(_CompiledConsent(
                 id=k.id, consent=k, by_subject=k.given_by == subject_id,
                 given=k.given_at.timestamp(), expires=_ts(k.expires_at, _INF),
@@ -284,7 +302,6 @@ class Engine:
     def _evaluate(self, flow: Flow, now: datetime, now_ts: float) -> Decision:
         at = flow.at
         if at is None:
-            at = now
             t = now_ts
             flow = flow.model_copy(update={"at": now})
         else:
@@ -292,56 +309,87 @@ class Engine:
         leaves, unknown_categories = self._expand(flow.data)
         sender, recipient = flow.sender, flow.recipient
         purpose, subprocess = flow.purpose, flow.subprocess
-        problems = self._unknown_entities(flow)
-        results: list[CategoryDecision] = []
-        if problems:
-            for c in (*leaves, *unknown_categories):
-                results.append(_denied(c, (Reason(code=ReasonCode.UNKNOWN_ENTITY,
-                                                  message="; ".join(problems)),),
-                                       _FIX_REQUEST))
-        else:
-            for c in unknown_categories:
-                message = f"unknown data category `{c}`"
-                hint = closest(c, self._categories.ids)
-                if hint:
-                    message += f" (did you mean `{hint}`?)"
-                results.append(_denied(c, (Reason(code=ReasonCode.UNKNOWN_ENTITY,
-                                                  message=message),), _FIX_REQUEST))
-            facts: _SubjectFacts | None = None
-            for c in leaves:
-                key = (recipient, c)
-                forbids = [f for f in self._forbids.get(key, ())
-                           if f.applies(sender, purpose, subprocess)]
-                if forbids:
-                    results.append(self._forbidden(c, forbids))
-                    continue
-                permits = [p for p in self._permits.get(key, ())
-                           if p.applies(sender, purpose, subprocess)]
-                if not permits:
-                    results.append(self._no_rule(c, flow))
-                    continue
-                lawful = next((p for p in permits if p.rule.basis != "consent"), None)
-                if lawful is not None:
-                    results.append(self._permitted(c, lawful, None))
-                    continue
-                if facts is None:
-                    facts = self._subject_facts(flow.subject)
-                results.append(self._by_consent(c, permits, facts, flow, t))
-        results.sort(key=lambda r: r.category)
+        if (unknown_categories or sender not in self._actors or recipient not in self._actors
+                or purpose not in self._purpose_ids or subprocess not in self._subprocess_ids):
+            return self._unknown_decision(flow, leaves, unknown_categories, now)
+        decide_leaf = self._decide_leaf
+        if len(leaves) == 1:
+            result = decide_leaf(leaves[0], flow, t)
+            if result.decision == "permit":
+                return _new(Decision, _DECISION_FIELDS, {
+                    "decision": "permit", "reason": ReasonCode.PERMITTED, "flow": flow,
+                    "categories": (result,), "permitted": leaves,
+                    "obligations": result.obligations, "policy_digest": self.policy_digest,
+                    "decision_id": self._next_id(), "evaluated_at": now})
+            return _new(Decision, _DECISION_FIELDS, {
+                "decision": "deny", "reason": result.reasons[0].code, "flow": flow,
+                "categories": (result,), "permitted": (), "obligations": (),
+                "policy_digest": self.policy_digest, "decision_id": self._next_id(),
+                "evaluated_at": now})
+        return self._combine(flow, tuple(decide_leaf(c, flow, t) for c in leaves), now)
+
+    def _combine(self, flow: Flow, results: tuple[CategoryDecision, ...],
+                 now: datetime) -> Decision:
+        """A flow is permitted only when every category is; leaves come sorted."""
         permitted = tuple(r.category for r in results if r.decision == "permit")
         if len(permitted) == len(results):
-            obligations = tuple(sorted({o for r in results for o in r.obligations}))
-            return Decision.model_construct(
-                decision="permit", reason=ReasonCode.PERMITTED, flow=flow,
-                categories=tuple(results), permitted=permitted, obligations=obligations,
-                policy_digest=self.policy_digest, decision_id=self._next_id(),
-                evaluated_at=now)
+            return _new(Decision, _DECISION_FIELDS, {
+                "decision": "permit", "reason": ReasonCode.PERMITTED, "flow": flow,
+                "categories": results, "permitted": permitted,
+                "obligations": tuple(sorted({o for r in results for o in r.obligations})),
+                "policy_digest": self.policy_digest, "decision_id": self._next_id(),
+                "evaluated_at": now})
         primary = min((r.reasons[0].code for r in results if r.decision == "deny"),
                       key=PRECEDENCE_RANK.__getitem__)
-        return Decision.model_construct(
-            decision="deny", reason=primary, flow=flow, categories=tuple(results),
-            permitted=permitted, obligations=(), policy_digest=self.policy_digest,
-            decision_id=self._next_id(), evaluated_at=now)
+        return _new(Decision, _DECISION_FIELDS, {
+            "decision": "deny", "reason": primary, "flow": flow, "categories": results,
+            "permitted": permitted, "obligations": (), "policy_digest": self.policy_digest,
+            "decision_id": self._next_id(), "evaluated_at": now})
+
+    def _decide_leaf(self, c: str, flow: Flow, t: float) -> CategoryDecision:
+        sender, recipient = flow.sender, flow.recipient
+        purpose, subprocess = flow.purpose, flow.subprocess
+        key = (recipient, c)
+        candidates = self._forbids.get(key)
+        if candidates:
+            forbids = [f for f in candidates
+                       if (f.senders is None or sender in f.senders)
+                       and (f.purposes is None or purpose in f.purposes)
+                       and (f.subprocesses is None or subprocess in f.subprocesses)]
+            if forbids:
+                return self._forbidden(c, forbids)
+        candidates = self._permits.get(key)
+        permits = [p for p in candidates
+                   if (p.senders is None or sender in p.senders)
+                   and (p.purposes is None or purpose in p.purposes)
+                   and (p.subprocesses is None or subprocess in p.subprocesses)
+                   ] if candidates else None
+        if not permits:
+            return self._no_rule(c, flow)
+        for p in permits:
+            if p.consent_free:
+                return self._permitted(c, p, None)
+        return self._by_consent(c, permits, self._subject_facts(flow.subject), flow, t)
+
+    def _unknown_decision(self, flow: Flow, leaves: tuple[str, ...],
+                          unknown_categories: tuple[str, ...], now: datetime) -> Decision:
+        problems = self._unknown_entities(flow)
+        results: list[CategoryDecision]
+        if problems:
+            reason = _unknown_reason("; ".join(problems))
+            results = [_denied(c, (reason,), _FIX_REQUEST) for c in leaves]
+        else:
+            t = now.timestamp() if flow.at is None else flow.at.timestamp()
+            results = [self._decide_leaf(c, flow, t) for c in leaves]
+        for c in unknown_categories:
+            message = f"unknown data category `{c}`"
+            hint = closest(c, self._categories.ids)
+            if hint:
+                message += f" (did you mean `{hint}`?)"
+            results.append(_denied(c, (_unknown_reason("; ".join([*problems, message])),),
+                                   _FIX_REQUEST))
+        results.sort(key=lambda r: r.category)
+        return self._combine(flow, tuple(results), now)
 
     def _unknown_entities(self, flow: Flow) -> list[str]:
         problems = []
@@ -357,49 +405,60 @@ class Engine:
 
     def _permitted(self, category: str, rule: _CompiledRule,
                    consent: _CompiledConsent | None) -> CategoryDecision:
-        key = (rule.id, None if consent is None else consent.id)
-        cached = self._basis_cache.get(key)
-        if cached is None:
-            r = rule.rule
-            assert r.basis is not None
-            if consent is None:
-                law = f" ({r.law})" if r.law else ""
-                message = f"permitted by rule `{r.id}` on basis {r.basis}{law}"
-            else:
-                message = f"permitted by rule `{r.id}` with consent `{consent.id}`"
-            cached = (Reason.model_construct(code=ReasonCode.PERMITTED, message=message,
-                                             rule=r.id,
-                                             consent=None if consent is None else consent.id),
-                      Basis.model_construct(rule=r.id, basis=r.basis,
-                                            consent=None if consent is None else consent.id,
-                                            law=r.law, art9=r.art9))
-            self._basis_cache[key] = cached
-        return CategoryDecision.model_construct(
-            category=category, decision="permit", reasons=(cached[0],), basis=cached[1],
-            remedy=None, obligations=rule.rule.obligations)
+        key = (category, rule.id, None if consent is None else consent.id)
+        cached = self._permit_cache.get(key)
+        if cached is not None:
+            return cached
+        r = rule.rule
+        assert r.basis is not None
+        consent_id = None if consent is None else consent.id
+        if consent is None:
+            law = f" ({r.law})" if r.law else ""
+            message = f"permitted by rule `{r.id}` on basis {r.basis}{law}"
+        else:
+            message = f"permitted by rule `{r.id}` with consent `{consent_id}`"
+        result = CategoryDecision.trusted(
+            category=category, decision="permit",
+            reasons=(Reason.trusted(code=ReasonCode.PERMITTED, message=message, rule=r.id,
+                                    consent=consent_id),),
+            basis=Basis.trusted(rule=r.id, basis=r.basis, consent=consent_id, law=r.law,
+                                art9=r.art9),
+            remedy=None, obligations=tuple(sorted(set(r.obligations))))
+        if len(self._permit_cache) >= _CACHE_LIMIT:
+            self._permit_cache.clear()
+        self._permit_cache[key] = result
+        return result
 
     def _forbidden(self, category: str, forbids: list[_CompiledRule]) -> CategoryDecision:
         reasons = tuple(
-            Reason.model_construct(code=ReasonCode.FORBIDDEN, rule=f.id, consent=None,
+            Reason.trusted(code=ReasonCode.FORBIDDEN, rule=f.id, consent=None,
                                    message=f"forbidden by rule `{f.id}`"
                                    + (f": {f.rule.description}" if f.rule.description else ""))
             for f in forbids)
-        remedy = Remedy.model_construct(
+        remedy = Remedy.trusted(
             action="none", consent=None,
             message=f"rule `{forbids[0].id}` forbids this outright: no consent or other "
                     "basis can make it lawful under this policy")
         return _denied(category, reasons, remedy)
 
     def _no_rule(self, category: str, flow: Flow) -> CategoryDecision:
+        key = (category, flow.recipient, flow.purpose, flow.subprocess)
+        cached = self._no_rule_cache.get(key)
+        if cached is not None:
+            return cached
         message = (f"no permit rule lets `{flow.recipient}` receive `{category}` "
                    f"for `{flow.purpose}` at `{flow.subprocess}`")
-        reason = Reason.model_construct(code=ReasonCode.NO_PERMIT_RULE, message=message,
+        reason = Reason.trusted(code=ReasonCode.NO_PERMIT_RULE, message=message,
                                         rule=None, consent=None)
-        remedy = Remedy.model_construct(
+        remedy = Remedy.trusted(
             action="change-policy", consent=None,
             message="the policy must gain a permit rule with a legal basis for this flow; "
                     "no consent alone can make it lawful")
-        return _denied(category, (reason,), remedy)
+        result = _denied(category, (reason,), remedy)
+        if len(self._no_rule_cache) >= _CACHE_LIMIT:
+            self._no_rule_cache.clear()
+        self._no_rule_cache[key] = result
+        return result
 
     def _by_consent(self, category: str, permits: list[_CompiledRule], facts: _SubjectFacts,
                     flow: Flow, t: float) -> CategoryDecision:
@@ -418,14 +477,14 @@ class Engine:
             failures.append((PRECEDENCE_RANK[failure], k.id, failure, k))
         rule_id = permits[0].id
         if not failures:
-            reasons: tuple[Reason, ...] = (Reason.model_construct(
+            reasons: tuple[Reason, ...] = (Reason.trusted(
                 code=ReasonCode.CONSENT_MISSING, rule=rule_id, consent=None,
                 message=f"rule `{rule_id}` needs consent for `{recipient}` to receive "
                         f"`{category}` for `{purpose}` at `{subprocess}`; none is on record"),)
         else:
             failures.sort(key=lambda f: (f[0], f[1]))
             reasons = tuple(
-                Reason.model_construct(code=code, rule=rule_id, consent=k.id,
+                Reason.trusted(code=code, rule=rule_id, consent=k.id,
                                        message=_consent_message(code, k, category))
                 for _, _, code, k in failures)
         remedy = self._consent_remedy(category, permits, facts, flow, t, special)
@@ -442,7 +501,7 @@ class Engine:
         for g in facts.guardianships:
             if (g.scope is None or category in g.scope) and _guardian_valid(g, t, facts):
                 grantors.append(Grantor(role="guardian", person=g.guardian,
-                                        guardianship=g.id, kind=g.kind))  # type: ignore[arg-type]
+                                        guardianship=g.id, kind=g.kind))
         if t < facts.adult_from and not any(g.role == "guardian" for g in grantors):
             grantors.append(Grantor(role="guardian", kind="parental"))
         organization = self._actors[flow.recipient].organization
@@ -472,8 +531,14 @@ _FIX_REQUEST = Remedy(action="fix-request",
 
 def _denied(category: str, reasons: tuple[Reason, ...], remedy: Remedy | None
             ) -> CategoryDecision:
-    return CategoryDecision.model_construct(category=category, decision="deny", reasons=reasons,
-                                            basis=None, remedy=remedy, obligations=())
+    return _new(CategoryDecision, _CATEGORY_FIELDS, {
+        "category": category, "decision": "deny", "reasons": reasons, "basis": None,
+        "remedy": remedy, "obligations": ()})
+
+
+def _unknown_reason(message: str) -> Reason:
+    return Reason.trusted(code=ReasonCode.UNKNOWN_ENTITY, message=message, rule=None,
+                          consent=None)
 
 
 def _guardian_valid(g: _CompiledGuardianship, at: float, facts: _SubjectFacts) -> bool:

@@ -142,14 +142,16 @@ class _RegistryLoader:
         items = self.out.expect_list(doc, (section,), value, section)
         if items is None:
             return
-        model = Guardianship if section == "guardianships" else Consent
+        model: type[Guardianship] | type[Consent] = (
+            Guardianship if section == "guardianships" else Consent)
         noun = "guardianship" if section == "guardianships" else "consent"
         for index, body in enumerate(items):
             path: tuple[str | int, ...] = (section, index)
             record_id = body.get("id") if isinstance(body, dict) else None
             what = f"{noun} `{record_id}`" if isinstance(record_id, str) else \
                 f"{noun} #{index + 1}"
-            record = self.out.validate(doc, path, model, body, what)
+            record: Guardianship | Consent | None = self.out.validate(doc, path, model, body,
+                                                                      what)
             if record is None:
                 continue
             if (section, record.id) in self.where:
