@@ -117,8 +117,6 @@ class _PolicyLoader:
             self.out.diagnostics.append(
                 Diagnostic("no policy document found (expected keys such as `rules`)",
                            str(self.path), code="empty"))
-        if self.out.has_errors:
-            return LoadedPolicy(None, self.out.diagnostics, files=self.files)
         policy = self._resolve()
         locations = {key: Location(doc.file, *doc.position(path))
                      for key, (doc, path) in self.origin.items()}
@@ -207,14 +205,23 @@ class _PolicyLoader:
 
     # ----------------------------------------------------------------- references
 
+    def _declared(self, section: str) -> dict[str, Any]:
+        """Every id declared in a section, valid or not: an entry with its own errors must
+        not also make each reference to it an error."""
+        valid = self.sections[section]
+        return {eid: valid.get(eid) for (sec, eid) in self.origin if sec == section}
+
     def _resolve(self) -> Policy | None:
+        """Check every reference (also when other errors were found, so that all problems
+        are reported at once); build the policy only when nothing is wrong."""
         s = self.sections
-        categories = Hierarchy(s["data_categories"])
-        purposes = Hierarchy(s["purposes"])
+        categories = Hierarchy(self._declared("data_categories"))
+        purposes = Hierarchy(self._declared("purposes"))
         vocab = PolicyVocabulary(
-            organizations=s["organizations"], actors=s["actors"], categories=categories.ids,
-            purposes=purposes.ids, subprocesses=set(s["subprocesses"]),
-            jurisdictions=set(s["jurisdictions"]))
+            organizations=self._declared("organizations"), actors=self._declared("actors"),
+            categories=categories.ids, purposes=purposes.ids,
+            subprocesses=set(self._declared("subprocesses")),
+            jurisdictions=set(self._declared("jurisdictions")))
 
         for actor_id, actor in s["actors"].items():
             doc, path = self.origin[("actors", actor_id)]
