@@ -1,0 +1,40 @@
+"""The shipped examples load cleanly, lint cleanly and their test cases pass; together their
+cases produce every reason code the engine can give for a flow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flowguard.lint import lint
+from flowguard.model import ReasonCode
+from flowguard.testing import load_suite
+
+from .conftest import EXAMPLES
+
+SUITES = sorted(EXAMPLES.glob("*/tests.yaml"))
+
+
+def test_both_examples_ship() -> None:
+    assert {p.parent.name for p in SUITES} == {"aalborg-aktiv", "youth-services"}
+
+
+@pytest.mark.parametrize("suite", SUITES, ids=lambda p: p.parent.name)
+def test_example_cases_pass(suite: Path) -> None:
+    result = load_suite(suite).run()
+    assert result.failed == 0, [(r.case.name, r.problems) for r in result.results
+                                if not r.passed]
+    assert result.passed >= 20
+
+
+@pytest.mark.parametrize("suite", SUITES, ids=lambda p: p.parent.name)
+def test_example_lints_without_errors_or_warnings(suite: Path) -> None:
+    assert lint(suite.parent, suite.parent / "consents.yaml") == []
+
+
+@pytest.mark.parametrize("suite", SUITES, ids=lambda p: p.parent.name)
+def test_example_cases_produce_every_reason_code(suite: Path) -> None:
+    produced = {r.decision.reason for r in load_suite(suite).run().results}
+    expected = set(ReasonCode) - {ReasonCode.EVALUATION_ERROR}
+    assert expected <= produced, sorted(expected - produced)
