@@ -19,6 +19,8 @@ Method:
 4. Timed paths, each for up to ``--budget`` seconds, on a warm engine, walking the flows
    cyclically: ``check_many`` on slices (median of ``--passes`` passes); single ``check``
    calls, each timed with ``perf_counter_ns``; the same two for the baseline.
+   With ``--gc-freeze`` the long-lived objects (policy, registry, flows) are moved out of the
+   collector's reach first, which shows how much of a figure is garbage-collection work.
 5. Peak RSS (``ru_maxrss``) after the build and at the end; then a separate traced rebuild
    gives the ``tracemalloc`` peaks of policy load, registry load and engine build.
 
@@ -183,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=2000, help="warm-up calls per path")
     ap.add_argument("--workdir", help="generate into this folder (kept) instead of a temp dir")
     ap.add_argument("--json", dest="json_out", help="write the figures as JSON to this file")
+    ap.add_argument("--gc-freeze", action="store_true",
+                    help="gc.freeze() after setup, before the timed paths (default: off)")
     a = ap.parse_args(argv)
 
     tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -204,11 +208,12 @@ def run(a: argparse.Namespace, wdir: str) -> int:
     res: dict[str, Any] = {"params": {"seed": a.seed, "rules": a.rules, "subjects": a.subjects,
                                       "consents": a.consents, "flows": a.flows,
                                       "budget_s": a.budget, "slice": a.slice,
-                                      "passes": a.passes},
+                                      "passes": a.passes, "gc_freeze": a.gc_freeze},
                            "machine": {"python": platform.python_version(),
                                        "platform": platform.platform(),
                                        "cpus": os.cpu_count(),
-                                       "flowguard": getattr(flowguard, "__version__", "?")}}
+                                       "flowguard": getattr(flowguard, "__version__", "?"),
+                                       "loadavg_start": os.getloadavg()[0]}}
 
     # 1. workload, generated in a child process
     t = time.perf_counter()
@@ -240,7 +245,11 @@ def run(a: argparse.Namespace, wdir: str) -> int:
         return 2
     rss_build = rss_mb()
     flows, t_flows = timed(lambda: [flowguard.Flow(**s) for s in specs])
-    ref, t_ref = timed(lambda: reference.build(policy_file, registry_file))
+    gc.disable()  # the baseline pauses the collector while it builds (a cheap, common trick)
+    try:
+        ref, t_ref = timed(lambda: reference.build(policy_file, registry_file))
+    finally:
+        gc.enable()
     ref_flows: list[dict[str, Any]] = [dict(s) for s in specs]
     res["load"] = {"policy_s": t_pol, "registry_s": t_reg, "engine_build_s": t_eng,
                    "total_s": t_pol + t_reg + t_eng, "flow_objects_s": t_flows,
@@ -248,18 +257,21 @@ def run(a: argparse.Namespace, wdir: str) -> int:
 
     # 3. cold full passes: agreement and mix
     slice_n = max(1, a.slice)
-    fg_all: list[Any] = []
-    t = time.perf_counter()
+    fg_permit: list[bool] = []
+    reasons: Counter[str] = Counter()
+    t_cold = 0.0
     for i in range(0, len(flows), slice_n):
-        fg_all.extend(engine.check_many(flows[i:i + slice_n]))
-    t_cold = time.perf_counter() - t
+        t = time.perf_counter()
+        ds = engine.check_many(flows[i:i + slice_n])
+        t_cold += time.perf_counter() - t
+        fg_permit.extend(d.decision == "permit" for d in ds)
+        reasons.update(str(getattr(d, "reason", d.decision)) for d in ds)
+        del ds  # keep no decisions alive: they would weigh on RSS and on the collector
     t = time.perf_counter()
     ref_all = reference.decide_many(ref, ref_flows)
     t_ref_full = time.perf_counter() - t
-    fg_permit = [d.decision == "permit" for d in fg_all]
     mismatches = [i for i, (x, y) in enumerate(zip(fg_permit, ref_all, strict=True)) if x != y]
     n = len(flows)
-    reasons = Counter(str(getattr(d, "reason", d.decision)) for d in fg_all)
     res["full_pass"] = {"check_many_cold_decisions_per_s": n / t_cold if t_cold else 0.0,
                         "baseline_decisions_per_s": n / t_ref_full if t_ref_full else 0.0}
     res["agreement"] = {"flows": n, "agree": n - len(mismatches),
@@ -268,9 +280,11 @@ def run(a: argparse.Namespace, wdir: str) -> int:
     res["mix"] = {"flowguard_permit": sum(fg_permit), "flowguard_deny": n - sum(fg_permit),
                   "baseline_permit": sum(ref_all), "baseline_deny": n - sum(ref_all),
                   "flowguard_reasons": dict(reasons.most_common())}
-    del fg_all
 
     # 4. warm timed paths
+    if a.gc_freeze:
+        gc.collect()
+        gc.freeze()  # long-lived workload objects are no longer scanned by the collector
     w = min(a.warmup, n)
     engine.check_many(flows[:w])
     for f in flows[:w]:
@@ -316,6 +330,7 @@ def run(a: argparse.Namespace, wdir: str) -> int:
                           "tracemalloc_engine_retained_mb": (cur - base) / 2**20,
                           "tracemalloc_all_after_full_pass_mb": held / 2**20})
 
+    res["machine"]["loadavg_end"] = os.getloadavg()[0]
     report(res, flows, ref_flows, mismatches, fg_permit, ref_all)
     if a.json_out:
         with open(a.json_out, "w", encoding="utf-8") as fh:
@@ -330,7 +345,8 @@ def report(res: dict[str, Any], flows: Sequence[Any], ref_flows: Sequence[dict[s
     wl, ld, m = res["workload"], res["load"], res["memory"]
     mc = res["machine"]
     print(f"flowguard {mc['flowguard']} engine benchmark -- Python {mc['python']}, "
-          f"{mc['cpus']} CPUs, {mc['platform']}")
+          f"{mc['cpus']} CPUs, {mc['platform']}; 1-min load average {mc['loadavg_start']:.2f}"
+          f" at start, {mc['loadavg_end']:.2f} at end (other work on the machine skews figures)")
     print(f"workload (seed {wl['seed']}): {wl['rules']:,} rules ({wl['consent_rules']:,} consent"
           f" permits, {wl['lawful_rules']:,} non-consent permits, {wl['forbid_rules']:,} forbids),"
           f" {wl['actors']} actors, {wl['categories']} leaf categories, {wl['purposes']} purposes;"
@@ -344,7 +360,8 @@ def report(res: dict[str, Any], flows: Sequence[Any], ref_flows: Sequence[dict[s
         ["flowguard.load_registry(path, policy)", f"{ld['registry_s']:.3f}"],
         ["flowguard.Engine(policy, registry)", f"{ld['engine_build_s']:.3f}"],
         ["flowguard total", f"{ld_total:.3f}"],
-        ["baseline: parse files + build indexes", f"{ld['baseline_build_s']:.3f}"],
+        ["baseline: parse files + build indexes (gc paused)",
+         f"{ld['baseline_build_s']:.3f}"],
         ["flowguard / baseline", f"{ratio(ld_total, ld['baseline_build_s']):.1f}x"],
         [f"flowguard.Flow objects ({len(flows):,}, not in any figure)",
          f"{ld['flow_objects_s']:.3f}"],
@@ -353,7 +370,8 @@ def report(res: dict[str, Any], flows: Sequence[Any], ref_flows: Sequence[dict[s
     cm, ck = res["check_many"], res["check"]
     bm, bs = res["baseline_many"], res["baseline_single"]
     fp = res["full_pass"]
-    print_table("Throughput and latency (warm engine, one core)",
+    frozen = ", gc frozen" if res["params"]["gc_freeze"] else ""
+    print_table(f"Throughput and latency (warm engine, one core{frozen})",
                 ["figure", "flowguard", "baseline", "flowguard / baseline"], [
         ["check_many decisions/s (median of passes)", fmt_num(cm["decisions_per_s"]),
          fmt_num(bm["decisions_per_s"]),

@@ -26,8 +26,8 @@ Semantics, per leaf ``c`` of the flow's categories (the flow is permitted iff ev
 All times are compared as POSIX seconds (floats); a date means 00:00 UTC. Everything that
 does not depend on the flow is precomputed into indexes at build time:
 
-* ``(recipient, purpose, sub-process, leaf) -> forbid sender sets``;
-* ``(recipient, purpose, sub-process, leaf) -> permit (sender set, is-consent)``;
+* ``(recipient, leaf) -> forbids (senders, overlapping purposes, sub-processes)``;
+* ``(recipient, leaf) -> permits (senders, purposes under, sub-processes, is-consent)``;
 * ``subject -> consents``, each with its recipient actors, leaves, purposes, sub-processes,
   validity interval, and the intervals in which its grantor has authority.
 """
@@ -47,8 +47,9 @@ import yaml
 INF = math.inf
 SELECTOR_KEYS = ("actor", "organization", "kind", "sector", "role")
 
-# (sender set or None for any sender, is_consent)
-PermitEntry = tuple[frozenset[str] | None, bool]
+# (senders or None for any, flow purposes it applies to, sub-processes or None for any,
+#  is_consent -- always False for forbids)
+RuleEntry = tuple[frozenset[str] | None, frozenset[str], frozenset[str] | None, bool]
 # (authority end (exclusive), scope leaves or None for all)
 Authority = tuple[float, frozenset[str] | None]
 
@@ -73,9 +74,8 @@ class RefEngine:
     special: frozenset[str] = frozenset()  # special leaves
     purposes: frozenset[str] = frozenset()
     subprocesses: frozenset[str] = frozenset()
-    forbids: dict[tuple[str, str, str, str], list[frozenset[str] | None]] = field(
-        default_factory=dict)
-    permits: dict[tuple[str, str, str, str], list[PermitEntry]] = field(default_factory=dict)
+    forbids: dict[tuple[str, str], list[RuleEntry]] = field(default_factory=dict)
+    permits: dict[tuple[str, str], list[RuleEntry]] = field(default_factory=dict)
     consents: dict[str, list[RefConsent]] = field(default_factory=dict)
 
 
@@ -162,7 +162,7 @@ def build_from_docs(pol: dict[str, Any], reg: dict[str, Any]) -> RefEngine:
         """Actors a selector matches; None = every actor (selector omitted)."""
         if sel is None:
             return None
-        key = repr(sorted((k, _as_list(v)) for k, v in sel.items()))
+        key = repr(sel)  # generated selectors repeat with the same key order
         out = matched.get(key)
         if out is None:
             want = {k: set(_as_list(v)) for k, v in sel.items() if k in SELECTOR_KEYS}
@@ -198,7 +198,6 @@ def build_from_docs(pol: dict[str, Any], reg: dict[str, Any]) -> RefEngine:
         for anc in _ancestors_or_self(p):
             desc[anc].add(p)
     e.subprocesses = frozenset(pol.get("subprocesses") or {})
-    all_sps = sorted(e.subprocesses)
 
     def cat_leaves(names: Iterable[str]) -> set[str]:
         out: set[str] = set()
@@ -209,35 +208,24 @@ def build_from_docs(pol: dict[str, Any], reg: dict[str, Any]) -> RefEngine:
     for r in pol.get("rules") or []:
         senders = match(r.get("sender"))
         recipients = match(r.get("recipient"))
-        rec_list = sorted(all_actors if recipients is None else recipients)
         leaves = cat_leaves(r["data"])
-        sps = r.get("subprocesses") or all_sps
-        if r["effect"] == "forbid":
-            fps: set[str] = set()
-            if r.get("purposes"):
-                for p in r["purposes"]:  # overlap: ancestors, self, descendants
-                    fps.update(_ancestors_or_self(p))
-                    fps |= desc[p]
-            else:
-                fps = set(purposes)
-            for a in rec_list:
-                for p in fps:
-                    for sp in sps:
-                        for leaf in leaves:
-                            e.forbids.setdefault((a, p, sp, leaf), []).append(senders)
+        sps = frozenset(r["subprocesses"]) if r.get("subprocesses") else None
+        fps: set[str] = set()
+        if not r.get("purposes"):
+            fps = set(purposes)
+        elif r["effect"] == "forbid":
+            for p in r["purposes"]:  # overlap: ancestors, self, descendants
+                fps.update(_ancestors_or_self(p))
+                fps |= desc[p]
         else:
-            pps: set[str] = set()
-            if r.get("purposes"):
-                for p in r["purposes"]:  # the flow's purpose must be a descendant-or-self
-                    pps |= desc[p]
-            else:
-                pps = set(purposes)
-            entry: PermitEntry = (senders, r.get("basis", "consent") == "consent")
-            for a in rec_list:
-                for p in pps:
-                    for sp in sps:
-                        for leaf in leaves:
-                            e.permits.setdefault((a, p, sp, leaf), []).append(entry)
+            for p in r["purposes"]:  # the flow's purpose must be a descendant-or-self
+                fps |= desc[p]
+        is_consent = r["effect"] == "permit" and r.get("basis", "consent") == "consent"
+        entry: RuleEntry = (senders, frozenset(fps), sps, is_consent)
+        index = e.forbids if r["effect"] == "forbid" else e.permits
+        for a in sorted(all_actors if recipients is None else recipients):
+            for leaf in leaves:
+                index.setdefault((a, leaf), []).append(entry)
 
     # ------------------------------------------------------------------ registry
     juris: dict[str, dict[str, Any]] = pol.get("jurisdictions") or {}
@@ -317,14 +305,14 @@ def decide(e: RefEngine, flow: dict[str, Any]) -> bool:
         return False
     t: float | None = None
     for leaf in leaves:
-        key = (rec, purpose, sp, leaf)
-        for fs in e.forbids.get(key, ()):
-            if fs is None or sender in fs:
+        key = (rec, leaf)
+        for ss, ps, sps, _ in e.forbids.get(key, ()):
+            if purpose in ps and (sps is None or sp in sps) and (ss is None or sender in ss):
                 return False
         needs_consent = False
         lawful = False
-        for ss, is_consent in e.permits.get(key, ()):
-            if ss is None or sender in ss:
+        for ss, ps, sps, is_consent in e.permits.get(key, ()):
+            if purpose in ps and (sps is None or sp in sps) and (ss is None or sender in ss):
                 if not is_consent:
                     lawful = True
                     break
