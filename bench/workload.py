@@ -275,6 +275,7 @@ def generate(
     guardian_of: dict[str, str] = {}  # subject -> guardian person (adult or parental)
     birth: dict[str, date] = {}
     all_guardians: list[str] = []
+    bounds_of: dict[str, list[int]] = {}  # subject -> authority boundaries (s after T0)
     for i, s in enumerate(subject_ids):
         u = rng.random()
         if u < minor_frac:
@@ -293,12 +294,16 @@ def generate(
                                   "valid_from": b.isoformat()})
             guardian_of[s] = g
             all_guardians.append(g)
+            b18 = datetime(b.year + 18, b.month, b.day, tzinfo=UTC)
+            bounds_of[s] = [int((b18 - T0).total_seconds())]  # majority = consent age
         elif rng.random() < guardian_frac:
             g = f"g{i:07d}"
             gs: dict[str, Any] = {"id": f"gs-{len(guardianships):06d}", "guardian": g,
                                   "subject": s, "kind": "adult", "valid_from": "2000-01-01"}
             if rng.random() < 0.1:  # a guardianship that ends inside the window
-                gs["valid_until"] = rfc3339(at(rng.randrange(3 * YEAR)))
+                until = rng.randrange(3 * YEAR)
+                gs["valid_until"] = rfc3339(at(until))
+                bounds_of[s] = [until]
             guardianships.append(gs)
             guardian_of[s] = g
             all_guardians.append(g)
@@ -445,7 +450,13 @@ def generate(
             given = int((parse_time(k["given_at"]) - T0).total_seconds())
             end = int((parse_time(k["expires_at"]) - T0).total_seconds()) \
                 if "expires_at" in k else given + 2 * YEAR
-            if rng.random() < 0.88:
+            v = rng.random()
+            if v < 0.04:  # exactly on a boundary: intervals are half-open
+                edges = [given, end, *bounds_of.get(k["subject"], ())]
+                if "withdrawn_at" in k:
+                    edges.append(int((parse_time(k["withdrawn_at"]) - T0).total_seconds()))
+                t = max(0, rng.choice(edges))
+            elif v < 0.88:
                 t = given + rng.randrange(max(1, end - given))
             elif rng.random() < 0.5:
                 t = end + rng.randrange(YEAR)
