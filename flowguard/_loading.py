@@ -4,10 +4,13 @@ every problem with its source position, and reference checks with "did you mean"
 from __future__ import annotations
 
 import difflib
-from collections.abc import Collection, Iterable, Sequence
+import gc
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import cache
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from flowguard._source import Document
 from flowguard.errors import Diagnostic
@@ -58,6 +61,18 @@ class Collector:
             for error in exc.errors(include_url=False, include_input=False):
                 self._pydantic_error(doc, path, model, error, what)
             return None
+
+    def validate_many(self, doc: Document, path: tuple[str | int, ...], model: type[M],
+                      items: Sequence[tuple[str | int, Any]],
+                      what: Callable[[int, str | int, Any], str]) -> list[M | None]:
+        """Validate entries `(key, data)` found under `path`: all at once when they are all
+        valid (the common case, and much faster), else one by one to place each error."""
+        try:
+            return list(_list_adapter(model).validate_python([data for _, data in items]))
+        except ValidationError:
+            pass
+        return [self.validate(doc, (*path, key), model, data, what(i, key, data))
+                for i, (key, data) in enumerate(items)]
 
     def _pydantic_error(self, doc: Document, path: tuple[str | int, ...], model: type[BaseModel],
                         error: Any, what: str) -> None:
@@ -113,6 +128,24 @@ class Collector:
         self.add(doc, path, f"unknown {what} `{value}`", hint=did_you_mean(value, known),
                  code="unknown-reference")
         return False
+
+
+@cache
+def _list_adapter(model: type[BaseModel]) -> TypeAdapter[list[Any]]:
+    return TypeAdapter(list[model])  # type: ignore[valid-type]
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Loading builds many long-lived objects and no garbage cycles: collecting meanwhile
+    is wasted work that grows with the size of the input."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _kind(value: Any) -> str:

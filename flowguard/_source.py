@@ -243,32 +243,17 @@ def parse_documents(text: str, file: str, *, as_json: bool | None = None
         try:
             data = json.loads(text)
         except RecursionError:
-            raise SourceError(
-                Diagnostic(f"nesting deeper than {MAX_DEPTH} levels", file, code="too-deep")
-            ) from None
+            raise SourceError(Diagnostic("JSON nested too deeply", file, code="too-deep")) \
+                from None
         except json.JSONDecodeError as exc:
             raise SourceError(
                 Diagnostic(f"malformed JSON: {exc.msg}", file, exc.lineno, exc.colno,
                            code="json")
             ) from None
-        _check_json_depth(data, file)
         yield Document(file, data, text=text)
         return
     for node in _compose_all_checked(text, file):
         yield Document(file, _to_python(node, file), node=node)
-
-
-def _check_json_depth(data: Any, file: str) -> None:
-    stack: list[tuple[Any, int]] = [(data, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict | list):
-            if depth > MAX_DEPTH:
-                raise SourceError(
-                    Diagnostic(f"nesting deeper than {MAX_DEPTH} levels", file, code="too-deep")
-                )
-            children = value.values() if isinstance(value, dict) else value
-            stack.extend((child, depth + 1) for child in children)
 
 
 def load_documents(path: Path, *, max_bytes: int = MAX_FILE_BYTES) -> list[Document]:

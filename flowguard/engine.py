@@ -48,6 +48,7 @@ _LEAF_CACHE_LIMIT = 4096
 _CACHE_LIMIT = 100_000
 _DECISION_FIELDS = frozenset(Decision.model_fields)
 _CATEGORY_FIELDS = frozenset(CategoryDecision.model_fields)
+_FLOW_FIELDS = frozenset(Flow.model_fields)
 _oset = object.__setattr__
 
 
@@ -114,13 +115,14 @@ class _CompiledGuardianship:
 @dataclass(frozen=True, slots=True)
 class _SubjectFacts:
     consents: tuple[_CompiledConsent, ...]
+    by_leaf: dict[str, tuple[_CompiledConsent, ...]]  # the consents covering each leaf
     guardianships: tuple[_CompiledGuardianship, ...]
     consent_from: float  # the subject's own consent counts from this time
     adult_from: float  # a parental guardianship ends at this time
     consent_age: int | None
 
 
-_NO_FACTS = _SubjectFacts((), (), _INF, -_INF, None)
+_NO_FACTS = _SubjectFacts((), {}, (), _INF, -_INF, None)
 
 
 class Engine:
@@ -145,8 +147,7 @@ class Engine:
         self._forbids: dict[tuple[str, str], tuple[_CompiledRule, ...]] = {}
         self._purpose_ids = self._purposes.ids
         self._subprocess_ids = frozenset(policy.subprocesses)
-        self._permit_cache: dict[tuple[str, str, str | None], CategoryDecision] = {}
-        self._no_rule_cache: dict[tuple[str, str, str, str], CategoryDecision] = {}
+        self._memo: dict[tuple[object, ...], CategoryDecision] = {}
         self._compile_rules()
 
     # ------------------------------------------------------------------ compile
@@ -209,6 +210,7 @@ class Engine:
         revision = self.registry.revision
         if revision != self._facts_revision:
             self._facts.clear()
+            self._memo.clear()
             self._facts_revision = revision
         facts = self._facts.get(subject_id)
         if facts is None:
@@ -239,8 +241,12 @@ class Engine:
                 explicit=k.explicit,
                 guardianships=tuple(g for g in guardianships if g.guardian == k.given_by)))
         compiled.sort(key=lambda c: c.id)
-        return _SubjectFacts(tuple(compiled), guardianships, consent_from, adult_from,
-                             consent_age)
+        by_leaf: dict[str, list[_CompiledConsent]] = {}
+        for c in compiled:
+            for leaf in c.leaves:
+                by_leaf.setdefault(leaf, []).append(c)
+        return _SubjectFacts(tuple(compiled), {k: tuple(v) for k, v in by_leaf.items()},
+                             guardianships, consent_from, adult_from, consent_age)
 
     def _ages(self, subject: Subject | None) -> tuple[float, float, int | None]:
         """(own consent counts from, parental guardianship ends at, consent age)."""
@@ -303,7 +309,7 @@ class Engine:
         at = flow.at
         if at is None:
             t = now_ts
-            flow = flow.model_copy(update={"at": now})
+            flow = _new(Flow, _FLOW_FIELDS, {**flow.__dict__, "at": now})
         else:
             t = at.timestamp()
         leaves, unknown_categories = self._expand(flow.data)
@@ -405,8 +411,8 @@ class Engine:
 
     def _permitted(self, category: str, rule: _CompiledRule,
                    consent: _CompiledConsent | None) -> CategoryDecision:
-        key = (category, rule.id, None if consent is None else consent.id)
-        cached = self._permit_cache.get(key)
+        key = ("permit", category, rule.id, None if consent is None else consent.id)
+        cached = self._memo.get(key)
         if cached is not None:
             return cached
         r = rule.rule
@@ -424,12 +430,13 @@ class Engine:
             basis=Basis.trusted(rule=r.id, basis=r.basis, consent=consent_id, law=r.law,
                                 art9=r.art9),
             remedy=None, obligations=tuple(sorted(set(r.obligations))))
-        if len(self._permit_cache) >= _CACHE_LIMIT:
-            self._permit_cache.clear()
-        self._permit_cache[key] = result
-        return result
+        return self._remember(key, result)
 
     def _forbidden(self, category: str, forbids: list[_CompiledRule]) -> CategoryDecision:
+        key = ("forbidden", category, *(f.id for f in forbids))
+        cached = self._memo.get(key)
+        if cached is not None:
+            return cached
         reasons = tuple(
             Reason.trusted(code=ReasonCode.FORBIDDEN, rule=f.id, consent=None,
                                    message=f"forbidden by rule `{f.id}`"
@@ -439,11 +446,11 @@ class Engine:
             action="none", consent=None,
             message=f"rule `{forbids[0].id}` forbids this outright: no consent or other "
                     "basis can make it lawful under this policy")
-        return _denied(category, reasons, remedy)
+        return self._remember(key, _denied(category, reasons, remedy))
 
     def _no_rule(self, category: str, flow: Flow) -> CategoryDecision:
-        key = (category, flow.recipient, flow.purpose, flow.subprocess)
-        cached = self._no_rule_cache.get(key)
+        key = ("no-rule", category, flow.recipient, flow.purpose, flow.subprocess)
+        cached = self._memo.get(key)
         if cached is not None:
             return cached
         message = (f"no permit rule lets `{flow.recipient}` receive `{category}` "
@@ -454,20 +461,15 @@ class Engine:
             action="change-policy", consent=None,
             message="the policy must gain a permit rule with a legal basis for this flow; "
                     "no consent alone can make it lawful")
-        result = _denied(category, (reason,), remedy)
-        if len(self._no_rule_cache) >= _CACHE_LIMIT:
-            self._no_rule_cache.clear()
-        self._no_rule_cache[key] = result
-        return result
+        return self._remember(key, _denied(category, (reason,), remedy))
 
     def _by_consent(self, category: str, permits: list[_CompiledRule], facts: _SubjectFacts,
                     flow: Flow, t: float) -> CategoryDecision:
         recipient, purpose, subprocess = flow.recipient, flow.purpose, flow.subprocess
         special = category in self._special
         failures: list[tuple[int, str, ReasonCode, _CompiledConsent]] = []
-        for k in facts.consents:
-            if (recipient not in k.actors or category not in k.leaves
-                    or purpose not in k.purposes
+        for k in facts.by_leaf.get(category, ()):
+            if (recipient not in k.actors or purpose not in k.purposes
                     or (k.subprocesses is not None and subprocess not in k.subprocesses)):
                 continue
             failure = _consent_failure(k, category, special, t, facts)
@@ -476,44 +478,51 @@ class Engine:
                 return self._permitted(category, permits[0], k)
             failures.append((PRECEDENCE_RANK[failure], k.id, failure, k))
         rule_id = permits[0].id
+        grantors = _grantor_keys(category, facts, t)
+        key = ("consent-deny", category, recipient, purpose, subprocess,
+               tuple(p.id for p in permits), grantors,
+               tuple((code, k.id) for _, _, code, k in sorted(failures, key=_by_rank)))
+        cached: CategoryDecision | None = self._memo.get(key)
+        if cached is not None:
+            return cached
         if not failures:
             reasons: tuple[Reason, ...] = (Reason.trusted(
                 code=ReasonCode.CONSENT_MISSING, rule=rule_id, consent=None,
                 message=f"rule `{rule_id}` needs consent for `{recipient}` to receive "
                         f"`{category}` for `{purpose}` at `{subprocess}`; none is on record"),)
         else:
-            failures.sort(key=lambda f: (f[0], f[1]))
+            failures.sort(key=_by_rank)
             reasons = tuple(
                 Reason.trusted(code=code, rule=rule_id, consent=k.id,
-                                       message=_consent_message(code, k, category))
+                               message=_consent_message(code, k, category))
                 for _, _, code, k in failures)
-        remedy = self._consent_remedy(category, permits, facts, flow, t, special)
-        return _denied(category, reasons, remedy)
+        remedy = self._consent_remedy(category, permits, grantors, flow, special)
+        return self._remember(key, _denied(category, reasons, remedy))
+
+    def _remember(self, key: tuple[object, ...], value: CategoryDecision) -> CategoryDecision:
+        """Keep an immutable part of decisions for reuse; bounded, dropped on registry change."""
+        if len(self._memo) >= _CACHE_LIMIT:
+            self._memo.clear()
+        self._memo[key] = value
+        return value
 
     def _consent_remedy(self, category: str, permits: list[_CompiledRule],
-                        facts: _SubjectFacts, flow: Flow, t: float,
+                        grantor_keys: tuple[_GrantorKey, ...], flow: Flow,
                         special: bool) -> Remedy:
-        grantors: list[Grantor] = []
-        if t >= facts.consent_from:
-            grantors.append(Grantor(role="subject"))
-        elif facts.consent_age is not None:
-            grantors.append(Grantor(role="subject", from_age=facts.consent_age))
-        for g in facts.guardianships:
-            if (g.scope is None or category in g.scope) and _guardian_valid(g, t, facts):
-                grantors.append(Grantor(role="guardian", person=g.guardian,
-                                        guardianship=g.id, kind=g.kind))
-        if t < facts.adult_from and not any(g.role == "guardian" for g in grantors):
-            grantors.append(Grantor(role="guardian", kind="parental"))
+        grantors = tuple(
+            Grantor.trusted(role=role, person=person, guardianship=guardianship, kind=kind,
+                            from_age=from_age)
+            for role, person, guardianship, kind, from_age in grantor_keys)
         organization = self._actors[flow.recipient].organization
-        needed = ConsentNeeded(
-            grantors=tuple(grantors), recipient=Selector(organization=(organization,)),
+        needed = ConsentNeeded.trusted(
+            grantors=grantors, recipient=Selector(organization=(organization,)),
             categories=(category,), purpose=flow.purpose, subprocess=flow.subprocess,
             explicit=special, rules=tuple(p.id for p in permits))
         who = " or ".join(_grantor_text(g) for g in grantors) or "nobody on record"
         message = (f"obtain {'explicit ' if special else ''}consent from {who} for "
                    f"`{organization}` to receive `{category}` for `{flow.purpose}` "
                    f"at `{flow.subprocess}`")
-        return Remedy(action="obtain-consent", message=message, consent=needed)
+        return Remedy.trusted(action="obtain-consent", message=message, consent=needed)
 
     def _error_decision(self, flow: Flow, now: datetime) -> Decision:
         reason = Reason(code=ReasonCode.EVALUATION_ERROR,
@@ -539,6 +548,29 @@ def _denied(category: str, reasons: tuple[Reason, ...], remedy: Remedy | None
 def _unknown_reason(message: str) -> Reason:
     return Reason.trusted(code=ReasonCode.UNKNOWN_ENTITY, message=message, rule=None,
                           consent=None)
+
+
+_GrantorKey = tuple[str, str | None, str | None, str | None, int | None]
+
+
+def _by_rank(failure: tuple[int, str, ReasonCode, _CompiledConsent]) -> tuple[int, str]:
+    return failure[0], failure[1]
+
+
+def _grantor_keys(category: str, facts: _SubjectFacts, t: float) -> tuple[_GrantorKey, ...]:
+    """Who could give the consent for `category` at `t`: (role, person, guardianship, kind,
+    from_age) each."""
+    keys: list[_GrantorKey] = []
+    if t >= facts.consent_from:
+        keys.append(("subject", None, None, None, None))
+    elif facts.consent_age is not None:
+        keys.append(("subject", None, None, None, facts.consent_age))
+    for g in facts.guardianships:
+        if (g.scope is None or category in g.scope) and _guardian_valid(g, t, facts):
+            keys.append(("guardian", g.guardian, g.id, g.kind, None))
+    if t < facts.adult_from and not any(k[0] == "guardian" for k in keys):
+        keys.append(("guardian", None, None, "parental", None))
+    return tuple(keys)
 
 
 def _guardian_valid(g: _CompiledGuardianship, at: float, facts: _SubjectFacts) -> bool:

@@ -12,12 +12,21 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from flowguard._loading import Collector, PolicyVocabulary, check_selector, did_you_mean
-from flowguard._source import Document, SourceError, load_documents
+from flowguard._loading import (
+    Collector,
+    PolicyVocabulary,
+    check_selector,
+    did_you_mean,
+    gc_paused,
+)
+from flowguard._source import MAX_FILE_BYTES, Document, SourceError, load_documents
 from flowguard.errors import RegistryError
 from flowguard.model import Consent, Guardianship, Policy, Subject
 
 REGISTRY_SECTIONS = ("subjects", "guardianships", "consents")
+MAX_JSON_REGISTRY_BYTES = 512 * 1024 * 1024
+"""JSON registries may be large (they are parsed without building a YAML node tree);
+YAML files keep the general limit of `flowguard._source.MAX_FILE_BYTES`."""
 
 
 @runtime_checkable
@@ -82,17 +91,19 @@ def load_registry(path: str | Path, policy: Policy | None = None) -> InMemoryReg
     jurisdiction and recipient it names must exist there. Raises `RegistryError`."""
     out = Collector()
     file = Path(path)
-    try:
-        documents = load_documents(file)
-    except SourceError as exc:
-        raise RegistryError([exc.diagnostic]) from None
-    loader = _RegistryLoader(out, policy)
-    for doc in documents:
-        loader.document(doc)
-    loader.cross_check()
-    if out.has_errors:
-        raise RegistryError(out.diagnostics)
-    return InMemoryRegistry(loader.subjects, loader.guardianships, loader.consents)
+    limit = MAX_JSON_REGISTRY_BYTES if file.suffix == ".json" else MAX_FILE_BYTES
+    with gc_paused():
+        try:
+            documents = load_documents(file, max_bytes=limit)
+        except SourceError as exc:
+            raise RegistryError([exc.diagnostic]) from None
+        loader = _RegistryLoader(out, policy)
+        for doc in documents:
+            loader.document(doc)
+        loader.cross_check()
+        if out.has_errors:
+            raise RegistryError(out.diagnostics)
+        return InMemoryRegistry(loader.subjects, loader.guardianships, loader.consents)
 
 
 class _RegistryLoader:
@@ -124,17 +135,18 @@ class _RegistryLoader:
         entries = self.out.expect_mapping(doc, ("subjects",), value, "subjects")
         if entries is None:
             return
-        for index, (subject_id, body) in enumerate(entries.items()):
+        items = [(key, {} if body is None else body) for key, body in entries.items()]
+        # a subject id is a citizen identifier: never echo it, name the entry by position
+        subjects = self.out.validate_many(doc, ("subjects",), Subject, items,
+                                          lambda i, _key, _body: f"subject #{i + 1}")
+        for index, ((subject_id, _), subject) in enumerate(zip(items, subjects, strict=True)):
             path = ("subjects", subject_id)
-            what = f"subject #{index + 1}"  # the id is a citizen identifier: never echo it
+            what = f"subject #{index + 1}"
             if not isinstance(subject_id, str) or not subject_id:
                 self.out.add(doc, path, f"{what}: a subject id must be a string", code="type")
-                continue
-            if subject_id in self.subjects:
+            elif subject_id in self.subjects:
                 self.out.add(doc, path, f"{what} is declared twice", code="duplicate")
-                continue
-            subject = self.out.validate(doc, path, Subject, {} if body is None else body, what)
-            if subject is not None:
+            elif subject is not None:
                 self.subjects[subject_id] = subject
                 self.where[("subjects", subject_id)] = (doc, path)
 
@@ -145,15 +157,17 @@ class _RegistryLoader:
         model: type[Guardianship] | type[Consent] = (
             Guardianship if section == "guardianships" else Consent)
         noun = "guardianship" if section == "guardianships" else "consent"
-        for index, body in enumerate(items):
-            path: tuple[str | int, ...] = (section, index)
+
+        def what(index: int, _key: str | int, body: Any) -> str:
             record_id = body.get("id") if isinstance(body, dict) else None
-            what = f"{noun} `{record_id}`" if isinstance(record_id, str) else \
+            return f"{noun} `{record_id}`" if isinstance(record_id, str) else \
                 f"{noun} #{index + 1}"
-            record: Guardianship | Consent | None = self.out.validate(doc, path, model, body,
-                                                                      what)
+
+        records = self.out.validate_many(doc, (section,), model, list(enumerate(items)), what)
+        for index, record in enumerate(records):
             if record is None:
                 continue
+            path: tuple[str | int, ...] = (section, index)
             if (section, record.id) in self.where:
                 self.out.add(doc, (*path, "id"), f"{noun} id `{record.id}` is used twice",
                              code="duplicate")
