@@ -22,7 +22,8 @@ Method:
    With ``--gc-freeze`` the long-lived objects (policy, registry, flows) are moved out of the
    collector's reach first, which shows how much of a figure is garbage-collection work.
 5. Peak RSS (``ru_maxrss``) after the build and at the end; then a separate traced rebuild
-   gives the ``tracemalloc`` peaks of policy load, registry load and engine build.
+   gives the ``tracemalloc`` peak and retained memory of policy load, registry load, engine
+   build and a first full ``check_many`` pass (state the engine compiles lazily).
 
 Exit status 1 when flowguard and the baseline disagree on any flow (the first mismatches
 are printed), 2 when the workload cannot be loaded.
@@ -44,6 +45,7 @@ import time
 import tracemalloc
 from collections import Counter
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -308,27 +310,33 @@ def run(a: argparse.Namespace, wdir: str) -> int:
     del engine, registry, policy
     gc.collect()
     tracemalloc.start()
-    pol2 = flowguard.load_policy(wdir)
-    _, peak_pol = tracemalloc.get_traced_memory()
-    tracemalloc.reset_peak()
-    base = tracemalloc.get_traced_memory()[0]
-    reg2 = flowguard.load_registry(registry_file, pol2)
-    cur, peak = tracemalloc.get_traced_memory()
-    peak_reg = peak - base
-    tracemalloc.reset_peak()
-    base = cur
-    eng2 = flowguard.Engine(pol2, reg2)
-    cur, peak = tracemalloc.get_traced_memory()
-    peak_eng = peak - base
-    eng2.check_many(flows)  # lazily compiled state, if any
-    held = tracemalloc.get_traced_memory()[0]
+    traced: dict[str, float] = {}
+
+    def step(name: str, fn: Callable[[], Any]) -> Any:
+        """Run fn under tracemalloc; record its peak above the start and what it retains."""
+        gc.collect()
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        out = fn()
+        peak = tracemalloc.get_traced_memory()[1]
+        gc.collect()
+        traced[f"tracemalloc_{name}_peak_mb"] = (peak - before) / 2**20
+        traced[f"tracemalloc_{name}_retained_mb"] = \
+            (tracemalloc.get_traced_memory()[0] - before) / 2**20
+        return out
+
+    pol2 = step("policy", partial(flowguard.load_policy, wdir))
+    reg2 = step("registry", partial(flowguard.load_registry, registry_file, pol2))
+    eng2 = step("engine_build", partial(flowguard.Engine, pol2, reg2))
+
+    def full_pass(eng: Any) -> None:
+        for i in range(0, len(flows), slice_n):
+            eng.check_many(flows[i:i + slice_n])
+
+    step("full_pass", partial(full_pass, eng2))  # state the engine compiles lazily, if any
     tracemalloc.stop()
     del eng2, reg2, pol2
-    res["memory"].update({"tracemalloc_policy_peak_mb": peak_pol / 2**20,
-                          "tracemalloc_registry_peak_mb": peak_reg / 2**20,
-                          "tracemalloc_engine_build_peak_mb": peak_eng / 2**20,
-                          "tracemalloc_engine_retained_mb": (cur - base) / 2**20,
-                          "tracemalloc_all_after_full_pass_mb": held / 2**20})
+    res["memory"].update(traced)
 
     res["machine"]["loadavg_end"] = os.getloadavg()[0]
     report(res, flows, ref_flows, mismatches, fg_permit, ref_all)
@@ -400,12 +408,11 @@ def report(res: dict[str, Any], flows: Sequence[Any], ref_flows: Sequence[dict[s
         ["peak RSS after generating + reading flows (start)", f"{m['rss_before_load_mb']:.0f}"],
         ["peak RSS after policy + registry + engine build", f"{m['rss_after_build_mb']:.0f}"],
         ["peak RSS at the end of the timed paths", f"{m['rss_peak_mb']:.0f}"],
-        ["tracemalloc peak: load_policy", f"{m['tracemalloc_policy_peak_mb']:.1f}"],
-        ["tracemalloc peak: load_registry", f"{m['tracemalloc_registry_peak_mb']:.1f}"],
-        ["tracemalloc peak: Engine build", f"{m['tracemalloc_engine_build_peak_mb']:.1f}"],
-        ["tracemalloc retained by Engine build", f"{m['tracemalloc_engine_retained_mb']:.1f}"],
-        ["tracemalloc held: policy+registry+engine after a full pass",
-         f"{m['tracemalloc_all_after_full_pass_mb']:.1f}"],
+        *[[f"tracemalloc {label}: peak / retained",
+            f"{m[f'tracemalloc_{key}_peak_mb']:.1f} / {m[f'tracemalloc_{key}_retained_mb']:.1f}"]
+          for label, key in (("load_policy", "policy"), ("load_registry", "registry"),
+                             ("Engine build", "engine_build"),
+                             ("first full check_many pass", "full_pass"))],
     ])
 
     ag, mix = res["agreement"], res["mix"]
