@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.table import Table
 
 from flowguard._loading import Collector
-from flowguard._source import Document, SourceError, parse_documents, read_text
-from flowguard.engine import Engine, explain
+from flowguard._source import SourceError, parse_documents, read_text
+from flowguard.engine import Engine, as_flow, explain
 from flowguard.errors import Diagnostic, FlowError, InputError
 from flowguard.lint import lint
 from flowguard.model import Decision, Flow
@@ -134,11 +134,7 @@ def check(flow_file: str | None, policy_path: str, registry_path: str | None,
                                             "<options>")])
             flows, many = _read_flows(flow_file)
         else:
-            collector = Collector()
-            flow = collector.validate(Document("<options>", given), (), Flow, given, "flow")
-            if flow is None:
-                raise FlowError(collector.diagnostics)
-            flows, many = [flow], False
+            flows, many = [as_flow(given, "<options>")], False
     except InputError as exc:
         _fail_input(exc)
     engine = _engine(policy_path, registry_path)

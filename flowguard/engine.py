@@ -11,15 +11,17 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from itertools import count
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from flowguard._loading import closest
+from flowguard._loading import Collector, closest
+from flowguard._source import Document
+from flowguard.errors import Diagnostic, FlowError
 from flowguard.model import (
     PRECEDENCE_RANK,
     Basis,
@@ -269,17 +271,22 @@ class Engine:
 
     # ------------------------------------------------------------------ public API
 
-    def check(self, flow: Flow) -> Decision:
-        """Decide one flow. Never raises on evaluation: any internal error denies."""
+    def check(self, flow: Flow | Mapping[str, Any]) -> Decision:
+        """Decide one flow (a `Flow`, or a mapping validated into one: `FlowError` if it is
+        malformed). Never raises on evaluation: any internal error denies."""
+        if type(flow) is not Flow:
+            flow = as_flow(flow)
         now = datetime.now(UTC)
         return self._decide(flow, now, now.timestamp())
 
-    def check_many(self, flows: Sequence[Flow]) -> list[Decision]:
-        """Decide several flows, evaluated at one instant; equal to `check` one by one."""
+    def check_many(self, flows: Sequence[Flow | Mapping[str, Any]]) -> list[Decision]:
+        """Decide several flows, evaluated at one instant; equal to `check` one by one.
+        Malformed flows raise `FlowError` before any flow is decided."""
+        ready = [f if type(f) is Flow else as_flow(f) for f in flows]
         now = datetime.now(UTC)
         now_ts = now.timestamp()
         decide = self._decide
-        return [decide(flow, now, now_ts) for flow in flows]
+        return [decide(flow, now, now_ts) for flow in ready]
 
     # ------------------------------------------------------------------ evaluation
 
@@ -528,10 +535,23 @@ class Engine:
         reason = Reason(code=ReasonCode.EVALUATION_ERROR,
                         message="internal evaluation error; denied (fail closed)")
         categories = tuple(_denied(c, (reason,), None) for c in sorted(set(flow.data)))
+        if not categories:  # pragma: no cover - a Flow always names a category
+            raise FlowError([Diagnostic("a flow names no data category", "<flow>")])
         return Decision(decision="deny", reason=ReasonCode.EVALUATION_ERROR, flow=flow,
                         categories=categories, permitted=(), obligations=(),
                         policy_digest=self.policy_digest, decision_id=self._next_id(),
                         evaluated_at=now)
+
+
+def as_flow(value: object, source: str = "<flow>") -> Flow:
+    """A `Flow` from a flow or a mapping; `FlowError` naming each problem otherwise."""
+    if isinstance(value, Flow):
+        return value
+    collector = Collector()
+    flow = collector.validate(Document(source, value), (), Flow, value, "flow")
+    if flow is None:
+        raise FlowError(collector.diagnostics)
+    return flow
 
 
 _FIX_REQUEST = Remedy(action="fix-request",
