@@ -334,8 +334,9 @@ def run(a: argparse.Namespace, wdir: str) -> int:
             eng.check_many(flows[i:i + slice_n])
 
     step("full_pass", partial(full_pass, eng2))  # state the engine compiles lazily, if any
+    ref2 = step("baseline_build", partial(reference.build, policy_file, registry_file))
     tracemalloc.stop()
-    del eng2, reg2, pol2
+    del eng2, reg2, pol2, ref2
     res["memory"].update(traced)
 
     res["machine"]["loadavg_end"] = os.getloadavg()[0]
@@ -412,7 +413,8 @@ def report(res: dict[str, Any], flows: Sequence[Any], ref_flows: Sequence[dict[s
             f"{m[f'tracemalloc_{key}_peak_mb']:.1f} / {m[f'tracemalloc_{key}_retained_mb']:.1f}"]
           for label, key in (("load_policy", "policy"), ("load_registry", "registry"),
                              ("Engine build", "engine_build"),
-                             ("first full check_many pass", "full_pass"))],
+                             ("first full check_many pass", "full_pass"),
+                             ("baseline build (parse + indexes)", "baseline_build"))],
     ])
 
     ag, mix = res["agreement"], res["mix"]

@@ -295,12 +295,19 @@ def decide(e: RefEngine, flow: dict[str, Any]) -> bool:
     if (sender not in e.actors or rec not in e.actors or purpose not in e.purposes
             or sp not in e.subprocesses):
         return False
-    leaves: set[str] = set()
-    for c in flow["data"]:
-        ls = e.leaves_of.get(c)
-        if ls is None:
+    data: Sequence[str] = flow["data"]
+    leaves: frozenset[str] | set[str] | None
+    if len(data) == 1:
+        leaves = e.leaves_of.get(data[0])
+        if leaves is None:
             return False
-        leaves |= ls
+    else:
+        leaves = set()
+        for c in data:
+            ls = e.leaves_of.get(c)
+            if ls is None:
+                return False
+            leaves |= ls
     if not leaves:
         return False
     t: float | None = None
