@@ -75,6 +75,8 @@ def _read_flows(source: str) -> tuple[list[Flow], bool]:
         raise FlowError([Diagnostic("expected one flow object or a list of flows", name)])
     doc = docs[0]
     many = isinstance(doc.data, list)
+    if many and not doc.data:
+        raise FlowError([Diagnostic("the list of flows is empty", name, code="empty")])
     items = doc.data if many else [doc.data]
     collector = Collector()
     flows = []

@@ -147,6 +147,9 @@ def _yaml_diagnostic(exc: yaml.MarkedYAMLError, file: str) -> Diagnostic:
     mark = exc.problem_mark or exc.context_mark
     problem = exc.problem or "malformed YAML"
     context = f" {exc.context}" if exc.context else ""
+    opened = exc.context_mark
+    if opened is not None and mark is not None and opened.line != mark.line:
+        context += f" started at line {opened.line + 1}, column {opened.column + 1}"
     return Diagnostic(
         f"malformed YAML: {problem}{context}",
         file,
@@ -154,6 +157,17 @@ def _yaml_diagnostic(exc: yaml.MarkedYAMLError, file: str) -> Diagnostic:
         mark.column + 1 if mark else None,
         code="yaml",
     )
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise _DuplicateKey
+    return result
 
 
 def _compose_checked(text: str, file: str) -> yaml.Node | None:
@@ -195,10 +209,11 @@ def _to_python(node: yaml.Node, file: str) -> Any:
                                mark.column + 1)
                 )
             if key in result:
+                # the key may be a citizen identifier (a subject id): name only its place
                 mark = key_node.start_mark
                 raise SourceError(
-                    Diagnostic(f"duplicate key {key!r}", file, mark.line + 1, mark.column + 1,
-                               code="duplicate")
+                    Diagnostic("duplicate key: it appears twice in the same mapping", file,
+                               mark.line + 1, mark.column + 1, code="duplicate")
                 )
             result[key] = _to_python(value_node, file)
         return result
@@ -241,7 +256,12 @@ def parse_documents(text: str, file: str, *, as_json: bool | None = None
     by `as_json`, or else by the file name's `.json` ending."""
     if as_json if as_json is not None else file.endswith(".json"):
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_unique_keys)
+        except _DuplicateKey:
+            # the YAML reader places the duplicate (JSON is YAML here) without echoing it
+            yield from parse_documents(text, file, as_json=False)
+            raise SourceError(Diagnostic("duplicate key in a JSON object", file,
+                                         code="duplicate")) from None
         except RecursionError:
             raise SourceError(Diagnostic("JSON nested too deeply", file, code="too-deep")) \
                 from None

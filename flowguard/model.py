@@ -37,7 +37,13 @@ def _one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-IdList = Annotated[tuple[Id, ...], BeforeValidator(_one_or_many), Field(min_length=1)]
+def _one_or_many_of(item: Any) -> BeforeValidator:
+    """Accept one value or a non-empty list of them; the JSON Schema says so too."""
+    return BeforeValidator(_one_or_many,
+                           json_schema_input_type=item | Annotated[list[item], Field(min_length=1)])
+
+
+IdList = Annotated[tuple[Id, ...], _one_or_many_of(Id), Field(min_length=1)]
 
 
 def _require_zone(value: datetime) -> datetime:
@@ -109,7 +115,7 @@ class Selector(Model):
     actor: IdList | None = None
     organization: IdList | None = None
     kind: IdList | None = None
-    sector: Annotated[tuple[Sector, ...], BeforeValidator(_one_or_many),
+    sector: Annotated[tuple[Sector, ...], _one_or_many_of(Sector),
                       Field(min_length=1)] | None = None
     role: IdList | None = None
 
@@ -296,7 +302,7 @@ class Flow(Model):
     sender: Id
     recipient: Id
     subject: Id
-    data: Annotated[tuple[Id, ...], BeforeValidator(_one_or_many),
+    data: Annotated[tuple[Id, ...], _one_or_many_of(Id),
                     Field(min_length=1, max_length=MAX_CATEGORIES_PER_FLOW)]
     purpose: Id
     subprocess: Id

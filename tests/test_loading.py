@@ -105,7 +105,8 @@ def test_registry_errors_are_positioned_and_checked_against_the_policy(write: Wr
     policy = flowguard.load_policy(write("policy.yaml", SMALL_POLICY))
     text = (SMALL_REGISTRY
             .replace("data: [health.medication]", "data: [health.medicaton]")
-            .replace("expires_at: 2026-12-31}", "expires_at: 2026-12-31, subprocesses: [co-deliver]}"))
+            .replace("expires_at: 2026-12-31}",
+                     "expires_at: 2026-12-31, subprocesses: [co-deliver]}"))
     path = write("consents.yaml", text)
     with pytest.raises(RegistryError) as info:
         flowguard.load_registry(path, policy)
