@@ -98,7 +98,8 @@ class Literal:
                 continue
             if g.get("valid_until") is not None and not when < _t(g["valid_until"]):
                 continue
-            if g["kind"] == "parental" and birth is not None and _age(birth, when) >= majority:
+            # a subject with no birth date counts as an adult: no parental authority
+            if g["kind"] == "parental" and (birth is None or _age(birth, when) >= majority):
                 continue
             return True
         return False
