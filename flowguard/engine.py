@@ -150,6 +150,8 @@ class Engine:
         self._purpose_ids = self._purposes.ids
         self._subprocess_ids = frozenset(policy.subprocesses)
         self._memo: dict[tuple[object, ...], CategoryDecision] = {}
+        self._stages: dict[tuple[str, str, str, str, str],
+                           CategoryDecision | tuple[_CompiledRule, ...]] = {}
         self._compile_rules()
 
     # ------------------------------------------------------------------ compile
@@ -319,27 +321,33 @@ class Engine:
             flow = _new(Flow, _FLOW_FIELDS, {**flow.__dict__, "at": now})
         else:
             t = at.timestamp()
-        leaves, unknown_categories = self._expand(flow.data)
+        expanded = self._leaves_cache.get(flow.data) or self._expand(flow.data)
+        leaves = expanded[0]
         sender, recipient = flow.sender, flow.recipient
         purpose, subprocess = flow.purpose, flow.subprocess
-        if (unknown_categories or sender not in self._actors or recipient not in self._actors
+        if (expanded[1] or sender not in self._actors or recipient not in self._actors
                 or purpose not in self._purpose_ids or subprocess not in self._subprocess_ids):
-            return self._unknown_decision(flow, leaves, unknown_categories, now)
-        decide_leaf = self._decide_leaf
-        if len(leaves) == 1:
-            result = decide_leaf(leaves[0], flow, t)
-            if result.decision == "permit":
-                return _new(Decision, _DECISION_FIELDS, {
-                    "decision": "permit", "reason": ReasonCode.PERMITTED, "flow": flow,
-                    "categories": (result,), "permitted": leaves,
-                    "obligations": result.obligations, "policy_digest": self.policy_digest,
-                    "decision_id": self._next_id(), "evaluated_at": now})
+            return self._unknown_decision(flow, leaves, expanded[1], now)
+        if len(leaves) != 1:
+            return self._combine(flow, tuple(self._decide_leaf(c, flow, t) for c in leaves),
+                                 now)
+        c = leaves[0]
+        stage = self._stages.get((c, sender, recipient, purpose, subprocess))
+        if stage is None:
+            stage = self._rule_stage(c, sender, recipient, purpose, subprocess)
+        result = stage if type(stage) is CategoryDecision else self._by_consent(
+            c, stage, self._subject_facts(flow.subject), flow, t)  # type: ignore[arg-type]
+        if result.decision == "permit":
             return _new(Decision, _DECISION_FIELDS, {
-                "decision": "deny", "reason": result.reasons[0].code, "flow": flow,
-                "categories": (result,), "permitted": (), "obligations": (),
-                "policy_digest": self.policy_digest, "decision_id": self._next_id(),
-                "evaluated_at": now})
-        return self._combine(flow, tuple(decide_leaf(c, flow, t) for c in leaves), now)
+                "decision": "permit", "reason": ReasonCode.PERMITTED, "flow": flow,
+                "categories": (result,), "permitted": leaves,
+                "obligations": result.obligations, "policy_digest": self.policy_digest,
+                "decision_id": self._next_id(), "evaluated_at": now})
+        return _new(Decision, _DECISION_FIELDS, {
+            "decision": "deny", "reason": result.reasons[0].code, "flow": flow,
+            "categories": (result,), "permitted": (), "obligations": (),
+            "policy_digest": self.policy_digest, "decision_id": self._next_id(),
+            "evaluated_at": now})
 
     def _combine(self, flow: Flow, results: tuple[CategoryDecision, ...],
                  now: datetime) -> Decision:
@@ -360,29 +368,44 @@ class Engine:
             "decision_id": self._next_id(), "evaluated_at": now})
 
     def _decide_leaf(self, c: str, flow: Flow, t: float) -> CategoryDecision:
-        sender, recipient = flow.sender, flow.recipient
-        purpose, subprocess = flow.purpose, flow.subprocess
+        key = (c, flow.sender, flow.recipient, flow.purpose, flow.subprocess)
+        stage = self._stages.get(key)
+        if stage is None:
+            stage = self._rule_stage(*key)
+        if type(stage) is CategoryDecision:
+            return stage
+        facts = self._subject_facts(flow.subject)
+        return self._by_consent(c, stage, facts, flow, t)  # type: ignore[arg-type]
+
+    def _rule_stage(self, c: str, sender: str, recipient: str, purpose: str,
+                    subprocess: str) -> CategoryDecision | tuple[_CompiledRule, ...]:
+        """Steps 2-4 of SPEC §5 for one leaf, which do not depend on the subject or the time:
+        the final answer (forbidden, no rule, a non-consent permit) or the applicable
+        consent-based permits, sorted by id. Memoised per (leaf, sender, recipient, purpose,
+        sub-process)."""
         key = (recipient, c)
-        candidates = self._forbids.get(key)
-        if candidates:
-            forbids = [f for f in candidates
-                       if (f.senders is None or sender in f.senders)
-                       and (f.purposes is None or purpose in f.purposes)
-                       and (f.subprocesses is None or subprocess in f.subprocesses)]
-            if forbids:
-                return self._forbidden(c, forbids)
-        candidates = self._permits.get(key)
-        permits = [p for p in candidates
-                   if (p.senders is None or sender in p.senders)
-                   and (p.purposes is None or purpose in p.purposes)
-                   and (p.subprocesses is None or subprocess in p.subprocesses)
-                   ] if candidates else None
-        if not permits:
-            return self._no_rule(c, flow)
-        for p in permits:
-            if p.consent_free:
-                return self._permitted(c, p, None)
-        return self._by_consent(c, permits, self._subject_facts(flow.subject), flow, t)
+        stage: CategoryDecision | tuple[_CompiledRule, ...]
+        forbids = [f for f in self._forbids.get(key, ())
+                   if (f.senders is None or sender in f.senders)
+                   and (f.purposes is None or purpose in f.purposes)
+                   and (f.subprocesses is None or subprocess in f.subprocesses)]
+        permits = tuple(p for p in self._permits.get(key, ())
+                        if (p.senders is None or sender in p.senders)
+                        and (p.purposes is None or purpose in p.purposes)
+                        and (p.subprocesses is None or subprocess in p.subprocesses))
+        lawful = next((p for p in permits if p.consent_free), None)
+        if forbids:
+            stage = self._forbidden(c, forbids)
+        elif not permits:
+            stage = self._no_rule(c, recipient, purpose, subprocess)
+        elif lawful is not None:
+            stage = self._permitted(c, lawful, None)
+        else:
+            stage = permits
+        if len(self._stages) >= _CACHE_LIMIT:
+            self._stages.clear()
+        self._stages[(c, sender, recipient, purpose, subprocess)] = stage
+        return stage
 
     def _unknown_decision(self, flow: Flow, leaves: tuple[str, ...],
                           unknown_categories: tuple[str, ...], now: datetime) -> Decision:
@@ -440,37 +463,31 @@ class Engine:
         return self._remember(key, result)
 
     def _forbidden(self, category: str, forbids: list[_CompiledRule]) -> CategoryDecision:
-        key = ("forbidden", category, *(f.id for f in forbids))
-        cached = self._memo.get(key)
-        if cached is not None:
-            return cached
         reasons = tuple(
             Reason.trusted(code=ReasonCode.FORBIDDEN, rule=f.id, consent=None,
-                                   message=f"forbidden by rule `{f.id}`"
-                                   + (f": {f.rule.description}" if f.rule.description else ""))
+                           message=f"forbidden by rule `{f.id}`"
+                           + (f": {f.rule.description}" if f.rule.description else ""))
             for f in forbids)
         remedy = Remedy.trusted(
             action="none", consent=None,
             message=f"rule `{forbids[0].id}` forbids this outright: no consent or other "
                     "basis can make it lawful under this policy")
-        return self._remember(key, _denied(category, reasons, remedy))
+        return _denied(category, reasons, remedy)
 
-    def _no_rule(self, category: str, flow: Flow) -> CategoryDecision:
-        key = ("no-rule", category, flow.recipient, flow.purpose, flow.subprocess)
-        cached = self._memo.get(key)
-        if cached is not None:
-            return cached
-        message = (f"no permit rule lets `{flow.recipient}` receive `{category}` "
-                   f"for `{flow.purpose}` at `{flow.subprocess}`")
-        reason = Reason.trusted(code=ReasonCode.NO_PERMIT_RULE, message=message,
-                                        rule=None, consent=None)
+    def _no_rule(self, category: str, recipient: str, purpose: str,
+                 subprocess: str) -> CategoryDecision:
+        reason = Reason.trusted(
+            code=ReasonCode.NO_PERMIT_RULE, rule=None, consent=None,
+            message=f"no permit rule lets `{recipient}` receive `{category}` for `{purpose}` "
+                    f"at `{subprocess}`")
         remedy = Remedy.trusted(
             action="change-policy", consent=None,
             message="the policy must gain a permit rule with a legal basis for this flow; "
                     "no consent alone can make it lawful")
-        return self._remember(key, _denied(category, (reason,), remedy))
+        return _denied(category, (reason,), remedy)
 
-    def _by_consent(self, category: str, permits: list[_CompiledRule], facts: _SubjectFacts,
+    def _by_consent(self, category: str, permits: tuple[_CompiledRule, ...],
+                    facts: _SubjectFacts,
                     flow: Flow, t: float) -> CategoryDecision:
         recipient, purpose, subprocess = flow.recipient, flow.purpose, flow.subprocess
         special = category in self._special
@@ -513,7 +530,7 @@ class Engine:
         self._memo[key] = value
         return value
 
-    def _consent_remedy(self, category: str, permits: list[_CompiledRule],
+    def _consent_remedy(self, category: str, permits: tuple[_CompiledRule, ...],
                         grantor_keys: tuple[_GrantorKey, ...], flow: Flow,
                         special: bool) -> Remedy:
         grantors = tuple(
