@@ -93,6 +93,10 @@ class Collector:
         elif kind == "missing":
             message = f"{what}: missing required key `{field}`"
             code = "missing"
+        elif kind == "timezone_aware":
+            message = (f"{what}: {field}: time has no zone: write it as RFC 3339 with Z or an "
+                       "offset")
+            code = "type"
         else:
             text = str(error["msg"]).removeprefix("Value error, ")
             message = f"{what}: {field + ': ' if field else ''}{text}"

@@ -144,6 +144,8 @@ class Engine:
         self._selector_cache: dict[Selector, frozenset[str]] = {}
         self._leaves_cache: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self._facts: dict[str, _SubjectFacts] = {}
+        # consents name few distinct recipient, data and purpose lists: share their sets
+        self._shared_sets: dict[object, frozenset[str]] = {}
         self._facts_revision = self.registry.revision
         self._permits: dict[tuple[str, str], tuple[_CompiledRule, ...]] = {}
         self._forbids: dict[tuple[str, str], tuple[_CompiledRule, ...]] = {}
@@ -232,17 +234,29 @@ class Engine:
         guardianships = tuple(self._compile_guardianship(g)
                               for g in registry.guardianships_of(subject_id))
         compiled = []
+        shared = self._shared_sets
         for k in consents:
-            recipients: set[str] = set()
-            for selector in k.recipients:
-                recipients |= self.actors_matching(selector) or frozenset()
+            actors = shared.get(k.recipients)
+            if actors is None:
+                actors = shared[k.recipients] = frozenset().union(
+                    *(self.actors_matching(selector) or () for selector in k.recipients))
+            leaves = shared.get(("data", k.data))
+            if leaves is None:
+                leaves = shared[("data", k.data)] = self._leaves_of(k.data)
+            purposes = shared.get(("purposes", k.purposes))
+            if purposes is None:
+                purposes = shared[("purposes", k.purposes)] = self._purposes_under(k.purposes)
+            subprocesses = None
+            if k.subprocesses is not None:
+                subprocesses = shared.get(("subprocesses", k.subprocesses))
+                if subprocesses is None:
+                    subprocesses = shared[("subprocesses", k.subprocesses)] = frozenset(
+                        k.subprocesses)
             compiled.append(_CompiledConsent(
                 id=k.id, consent=k, by_subject=k.given_by == subject_id,
                 given=k.given_at.timestamp(), expires=_ts(k.expires_at, _INF),
-                withdrawn=_ts(k.withdrawn_at, _INF), actors=frozenset(recipients),
-                leaves=self._leaves_of(k.data), purposes=self._purposes_under(k.purposes),
-                subprocesses=None if k.subprocesses is None else frozenset(k.subprocesses),
-                explicit=k.explicit,
+                withdrawn=_ts(k.withdrawn_at, _INF), actors=actors, leaves=leaves,
+                purposes=purposes, subprocesses=subprocesses, explicit=k.explicit,
                 guardianships=tuple(g for g in guardianships if g.guardian == k.given_by)))
         compiled.sort(key=lambda c: c.id)
         by_leaf: dict[str, list[_CompiledConsent]] = {}
