@@ -490,15 +490,15 @@ class Engine:
 
     def _no_rule(self, category: str, recipient: str, purpose: str,
                  subprocess: str) -> CategoryDecision:
+        key = ("no-rule", category, recipient, purpose, subprocess)
+        cached = self._memo.get(key)
+        if cached is not None:
+            return cached
         reason = Reason.trusted(
             code=ReasonCode.NO_PERMIT_RULE, rule=None, consent=None,
             message=f"no permit rule lets `{recipient}` receive `{category}` for `{purpose}` "
                     f"at `{subprocess}`")
-        remedy = Remedy.trusted(
-            action="change-policy", consent=None,
-            message="the policy must gain a permit rule with a legal basis for this flow; "
-                    "no consent alone can make it lawful")
-        return _denied(category, (reason,), remedy)
+        return self._remember(key, _denied(category, (reason,), _CHANGE_POLICY))
 
     def _by_consent(self, category: str, permits: tuple[_CompiledRule, ...],
                     facts: _SubjectFacts,
@@ -517,12 +517,6 @@ class Engine:
             failures.append((PRECEDENCE_RANK[failure], k.id, failure, k))
         rule_id = permits[0].id
         grantors = _grantor_keys(category, facts, t)
-        key = ("consent-deny", category, recipient, purpose, subprocess,
-               tuple(p.id for p in permits), grantors,
-               tuple((code, k.id) for _, _, code, k in sorted(failures, key=_by_rank)))
-        cached: CategoryDecision | None = self._memo.get(key)
-        if cached is not None:
-            return cached
         if not failures:
             reasons: tuple[Reason, ...] = (Reason.trusted(
                 code=ReasonCode.CONSENT_MISSING, rule=rule_id, consent=None,
@@ -535,7 +529,7 @@ class Engine:
                                message=_consent_message(code, k, category))
                 for _, _, code, k in failures)
         remedy = self._consent_remedy(category, permits, grantors, flow, special)
-        return self._remember(key, _denied(category, reasons, remedy))
+        return _denied(category, reasons, remedy)
 
     def _remember(self, key: tuple[object, ...], value: CategoryDecision) -> CategoryDecision:
         """Keep an immutable part of decisions for reuse; bounded, dropped on registry change."""
@@ -585,6 +579,10 @@ def as_flow(value: object, source: str = "<flow>") -> Flow:
     return flow
 
 
+_CHANGE_POLICY = Remedy(
+    action="change-policy",
+    message="the policy must gain a permit rule with a legal basis for this flow; "
+            "no consent alone can make it lawful")
 _FIX_REQUEST = Remedy(action="fix-request",
                       message="correct the request: every id must be declared in the policy")
 
