@@ -155,7 +155,8 @@ def _yaml_diagnostic(exc: yaml.MarkedYAMLError, file: str) -> Diagnostic:
         file,
         mark.line + 1 if mark else None,
         mark.column + 1 if mark else None,
-        code="yaml",
+        # newer libyaml builds stop deep nesting themselves, before our own check
+        code="too-deep" if "nesting depth" in problem else "yaml",
     )
 
 
