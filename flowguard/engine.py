@@ -136,7 +136,7 @@ class Engine:
         self.registry: Registry = registry if registry is not None else EMPTY_REGISTRY
         self.policy_digest = policy.digest
         self._ids = count()
-        self._id_prefix = os.urandom(6).hex()
+        self._id_prefix = os.urandom(6).hex() + "-"
         self._actors = policy.actors
         self._categories = policy.category_tree
         self._purposes = policy.purpose_tree
@@ -314,7 +314,7 @@ class Engine:
             return self._error_decision(flow, now)
 
     def _next_id(self) -> str:
-        return f"{self._id_prefix}-{next(self._ids):010x}"
+        return self._id_prefix + str(next(self._ids))
 
     def _expand(self, data: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
         cached = self._leaves_cache.get(data)

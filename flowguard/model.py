@@ -68,6 +68,15 @@ def _date_as_midnight_utc(value: Any) -> Any:
 Instant = AwareDatetime
 """An RFC 3339 time with a zone (checked by pydantic-core, which keeps flow parsing cheap)."""
 
+
+def _as_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+FlowTime = Annotated[AwareDatetime, AfterValidator(_as_utc)]
+"""A flow's time, kept in UTC: a check reads its timestamp, which is several times cheaper
+on a standard-library UTC datetime than on pydantic's own zone type."""
+
 Bound = Annotated[datetime, BeforeValidator(_date_as_midnight_utc), AfterValidator(_require_zone)]
 """A validity bound: a time with a zone, or a date meaning 00:00 UTC that day."""
 
@@ -301,7 +310,7 @@ class Flow(Model):
                     Field(min_length=1, max_length=MAX_CATEGORIES_PER_FLOW)]
     purpose: Id
     subprocess: Id
-    at: Instant | None = None
+    at: FlowTime | None = None
 
 
 # --------------------------------------------------------------------------- decisions
