@@ -44,6 +44,7 @@ from flowguard.registry import EMPTY_REGISTRY, Registry
 
 log = logging.getLogger("flowguard.engine")
 _M = TypeVar("_M", bound=BaseModel)
+_T = TypeVar("_T")
 
 _INF = math.inf
 _LEAF_CACHE_LIMIT = 4096
@@ -151,7 +152,7 @@ class Engine:
         self._forbids: dict[tuple[str, str], tuple[_CompiledRule, ...]] = {}
         self._purpose_ids = self._purposes.ids
         self._subprocess_ids = frozenset(policy.subprocesses)
-        self._memo: dict[tuple[object, ...], CategoryDecision] = {}
+        self._memo: dict[tuple[object, ...], Any] = {}
         self._stages: dict[tuple[str, str, str, str, str],
                            CategoryDecision | tuple[_CompiledRule, ...]] = {}
         self._compile_rules()
@@ -456,7 +457,7 @@ class Engine:
     def _permitted(self, category: str, rule: _CompiledRule,
                    consent: _CompiledConsent | None) -> CategoryDecision:
         key = ("permit", category, rule.id, None if consent is None else consent.id)
-        cached = self._memo.get(key)
+        cached: CategoryDecision | None = self._memo.get(key)
         if cached is not None:
             return cached
         r = rule.rule
@@ -491,7 +492,7 @@ class Engine:
     def _no_rule(self, category: str, recipient: str, purpose: str,
                  subprocess: str) -> CategoryDecision:
         key = ("no-rule", category, recipient, purpose, subprocess)
-        cached = self._memo.get(key)
+        cached: CategoryDecision | None = self._memo.get(key)
         if cached is not None:
             return cached
         reason = Reason.trusted(
@@ -531,7 +532,7 @@ class Engine:
         remedy = self._consent_remedy(category, permits, grantors, flow, special)
         return _denied(category, reasons, remedy)
 
-    def _remember(self, key: tuple[object, ...], value: CategoryDecision) -> CategoryDecision:
+    def _remember(self, key: tuple[object, ...], value: _T) -> _T:
         """Keep an immutable part of decisions for reuse; bounded, dropped on registry change."""
         if len(self._memo) >= _CACHE_LIMIT:
             self._memo.clear()
@@ -541,20 +542,27 @@ class Engine:
     def _consent_remedy(self, category: str, permits: tuple[_CompiledRule, ...],
                         grantor_keys: tuple[_GrantorKey, ...], flow: Flow,
                         special: bool) -> Remedy:
+        organization = self._actors[flow.recipient].organization
+        rules = tuple(p.id for p in permits)
+        key = ("remedy", category, organization, flow.purpose, flow.subprocess, rules,
+               grantor_keys)
+        cached: Remedy | None = self._memo.get(key)
+        if cached is not None:
+            return cached
         grantors = tuple(
             Grantor.trusted(role=role, person=person, guardianship=guardianship, kind=kind,
                             from_age=from_age)
             for role, person, guardianship, kind, from_age in grantor_keys)
-        organization = self._actors[flow.recipient].organization
         needed = ConsentNeeded.trusted(
             grantors=grantors, recipient=Selector(organization=(organization,)),
             categories=(category,), purpose=flow.purpose, subprocess=flow.subprocess,
-            explicit=special, rules=tuple(p.id for p in permits))
+            explicit=special, rules=rules)
         who = " or ".join(_grantor_text(g) for g in grantors) or "nobody on record"
         message = (f"obtain {'explicit ' if special else ''}consent from {who} for "
                    f"`{organization}` to receive `{category}` for `{flow.purpose}` "
                    f"at `{flow.subprocess}`")
-        return Remedy.trusted(action="obtain-consent", message=message, consent=needed)
+        return self._remember(key, Remedy.trusted(action="obtain-consent", message=message,
+                                                  consent=needed))
 
     def _error_decision(self, flow: Flow, now: datetime) -> Decision:
         reason = Reason(code=ReasonCode.EVALUATION_ERROR,
