@@ -17,8 +17,6 @@ from datetime import UTC, date, datetime
 from itertools import count
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
-
 from flowguard._loading import Collector, closest
 from flowguard._source import Document
 from flowguard.errors import Diagnostic, FlowError
@@ -39,30 +37,16 @@ from flowguard.model import (
     Rule,
     Selector,
     Subject,
+    construct,
 )
 from flowguard.registry import EMPTY_REGISTRY, Registry
 
 log = logging.getLogger("flowguard.engine")
-_M = TypeVar("_M", bound=BaseModel)
 _T = TypeVar("_T")
 
 _INF = math.inf
 _LEAF_CACHE_LIMIT = 4096
 _CACHE_LIMIT = 100_000
-_DECISION_FIELDS = frozenset(Decision.model_fields)
-_CATEGORY_FIELDS = frozenset(CategoryDecision.model_fields)
-_FLOW_FIELDS = frozenset(Flow.model_fields)
-_oset = object.__setattr__
-
-
-def _new(cls: type[_M], fields: frozenset[str], values: dict[str, object]) -> _M:
-    """`Model.trusted` without its keyword-argument overhead, for the per-decision objects."""
-    instance = object.__new__(cls)
-    _oset(instance, "__dict__", values)
-    _oset(instance, "__pydantic_fields_set__", set(fields))
-    _oset(instance, "__pydantic_extra__", None)
-    _oset(instance, "__pydantic_private__", None)
-    return instance
 
 
 def _ts(value: datetime | None, default: float) -> float:
@@ -125,7 +109,6 @@ class _SubjectFacts:
     consent_age: int | None
 
 
-_NO_FACTS = _SubjectFacts((), {}, (), _INF, -_INF, None)
 
 
 class Engine:
@@ -148,6 +131,8 @@ class Engine:
         # consents name few distinct recipient, data and purpose lists: share their sets
         self._shared_sets: dict[object, frozenset[str]] = {}
         self._facts_revision = self.registry.revision
+        # a subject the registry does not know has no consents and counts as an adult
+        self._unknown_subject = _SubjectFacts((), {}, (), *self._ages(None))
         self._permits: dict[tuple[str, str], tuple[_CompiledRule, ...]] = {}
         self._forbids: dict[tuple[str, str], tuple[_CompiledRule, ...]] = {}
         self._purpose_ids = self._purposes.ids
@@ -222,7 +207,8 @@ class Engine:
         facts = self._facts.get(subject_id)
         if facts is None:
             facts = self._compile_subject(subject_id)
-            self._facts[subject_id] = facts
+            if facts is not self._unknown_subject:  # unknown ids must not grow the cache
+                self._facts[subject_id] = facts
         return facts
 
     def _compile_subject(self, subject_id: str) -> _SubjectFacts:
@@ -230,7 +216,7 @@ class Engine:
         consents = registry.consents_of(subject_id)
         subject = registry.subject(subject_id)
         if subject is None and not consents:
-            return _NO_FACTS
+            return self._unknown_subject
         consent_from, adult_from, consent_age = self._ages(subject)
         guardianships = tuple(self._compile_guardianship(g)
                               for g in registry.guardianships_of(subject_id))
@@ -333,7 +319,7 @@ class Engine:
         at = flow.at
         if at is None:
             t = now_ts
-            flow = _new(Flow, _FLOW_FIELDS, {**flow.__dict__, "at": now})
+            flow = construct(Flow, {**flow.__dict__, "at": now})
         else:
             t = at.timestamp()
         expanded = self._leaves_cache.get(flow.data) or self._expand(flow.data)
@@ -353,12 +339,12 @@ class Engine:
         result = stage if type(stage) is CategoryDecision else self._by_consent(
             c, stage, self._subject_facts(flow.subject), flow, t)  # type: ignore[arg-type]
         if result.decision == "permit":
-            return _new(Decision, _DECISION_FIELDS, {
+            return construct(Decision, {
                 "decision": "permit", "reason": ReasonCode.PERMITTED, "flow": flow,
                 "categories": (result,), "permitted": leaves,
                 "obligations": result.obligations, "policy_digest": self.policy_digest,
                 "decision_id": self._next_id(), "evaluated_at": now})
-        return _new(Decision, _DECISION_FIELDS, {
+        return construct(Decision, {
             "decision": "deny", "reason": result.reasons[0].code, "flow": flow,
             "categories": (result,), "permitted": (), "obligations": (),
             "policy_digest": self.policy_digest, "decision_id": self._next_id(),
@@ -369,7 +355,7 @@ class Engine:
         """A flow is permitted only when every category is; leaves come sorted."""
         permitted = tuple(r.category for r in results if r.decision == "permit")
         if len(permitted) == len(results):
-            return _new(Decision, _DECISION_FIELDS, {
+            return construct(Decision, {
                 "decision": "permit", "reason": ReasonCode.PERMITTED, "flow": flow,
                 "categories": results, "permitted": permitted,
                 "obligations": tuple(sorted({o for r in results for o in r.obligations})),
@@ -377,7 +363,7 @@ class Engine:
                 "evaluated_at": now})
         primary = min((r.reasons[0].code for r in results if r.decision == "deny"),
                       key=PRECEDENCE_RANK.__getitem__)
-        return _new(Decision, _DECISION_FIELDS, {
+        return construct(Decision, {
             "decision": "deny", "reason": primary, "flow": flow, "categories": results,
             "permitted": permitted, "obligations": (), "policy_digest": self.policy_digest,
             "decision_id": self._next_id(), "evaluated_at": now})
@@ -597,7 +583,7 @@ _FIX_REQUEST = Remedy(action="fix-request",
 
 def _denied(category: str, reasons: tuple[Reason, ...], remedy: Remedy | None
             ) -> CategoryDecision:
-    return _new(CategoryDecision, _CATEGORY_FIELDS, {
+    return construct(CategoryDecision, {
         "category": category, "decision": "deny", "reasons": reasons, "basis": None,
         "remedy": remedy, "obligations": ()})
 
