@@ -218,8 +218,8 @@ class Engine:
         if subject is None and not consents:
             return self._unknown_subject
         consent_from, adult_from, consent_age = self._ages(subject)
-        guardianships = tuple(self._compile_guardianship(g)
-                              for g in registry.guardianships_of(subject_id))
+        guardianships = tuple(self._compile_guardianship(g) for g in sorted(
+            registry.guardianships_of(subject_id), key=lambda g: g.id))
         compiled = []
         shared = self._shared_sets
         for k in consents:

@@ -7,6 +7,7 @@ evaluation in `engine`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self, TypeVar
@@ -232,6 +233,14 @@ class Policy(Model):
     def model_post_init(self, context: Any, /) -> None:
         self._categories = Hierarchy(self.data_categories)
         self._purposes = Hierarchy(self.purposes)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None,
+                   deep: bool = False) -> Policy:
+        """A copy whose derived hierarchies and digest follow the updated fields."""
+        copied = super().model_copy(update=update, deep=deep)
+        copied.model_post_init(None)
+        copied._digest = ""
+        return copied
 
     @property
     def category_tree(self) -> Hierarchy:

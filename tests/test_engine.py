@@ -323,3 +323,11 @@ def test_digest_does_not_depend_on_file_layout(write: Callable[[str, str], Path]
     assert one.digest == two.digest
     changed = flowguard.load_policy(write("three.yaml", SMALL_POLICY.replace("§ 12", "§ 13")))
     assert changed.digest != one.digest
+
+
+def test_policy_copy_recomputes_its_hierarchies_and_digest(engine: Engine) -> None:
+    policy = engine.policy
+    assert policy.digest.startswith("sha256:")
+    copied = policy.model_copy(update={"data_categories": {"x.y": flowguard.model.DataCategory()}})
+    assert copied.category_tree.leaves("x") == ("x.y",)
+    assert copied.digest != policy.digest
