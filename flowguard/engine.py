@@ -197,6 +197,11 @@ class Engine:
                     target.setdefault((recipient, leaf), []).append(compiled)
         self._permits = {k: tuple(v) for k, v in permits.items()}
         self._forbids = {k: tuple(v) for k, v in forbids.items()}
+        # the rule stage depends on the sender only where some rule selects senders
+        self._sender_aware = frozenset(
+            recipient for index in (self._permits, self._forbids)
+            for (recipient, _), rules in index.items()
+            if any(r.senders is not None for r in rules))
 
     def _subject_facts(self, subject_id: str) -> _SubjectFacts:
         revision = self.registry.revision
@@ -336,7 +341,8 @@ class Engine:
             return self._combine(flow, tuple(self._decide_leaf(c, flow, t) for c in leaves),
                                  now)
         c = leaves[0]
-        stage = self._stages.get((c, sender, recipient, purpose, subprocess))
+        stage = self._stages.get((c, sender if recipient in self._sender_aware else "",
+                                  recipient, purpose, subprocess))
         if stage is None:
             stage = self._rule_stage(c, sender, recipient, purpose, subprocess)
         result = stage if type(stage) is CategoryDecision else self._by_consent(
@@ -372,10 +378,11 @@ class Engine:
             "decision_id": self._next_id(), "evaluated_at": now})
 
     def _decide_leaf(self, c: str, flow: Flow, t: float) -> CategoryDecision:
-        key = (c, flow.sender, flow.recipient, flow.purpose, flow.subprocess)
-        stage = self._stages.get(key)
+        recipient = flow.recipient
+        stage = self._stages.get((c, flow.sender if recipient in self._sender_aware else "",
+                                  recipient, flow.purpose, flow.subprocess))
         if stage is None:
-            stage = self._rule_stage(*key)
+            stage = self._rule_stage(c, flow.sender, recipient, flow.purpose, flow.subprocess)
         if type(stage) is CategoryDecision:
             return stage
         facts = self._subject_facts(flow.subject)
@@ -386,7 +393,7 @@ class Engine:
         """Steps 2-4 of SPEC §5 for one leaf, which do not depend on the subject or the time:
         the final answer (forbidden, no rule, a non-consent permit) or the applicable
         consent-based permits, sorted by id. Memoised per (leaf, sender, recipient, purpose,
-        sub-process)."""
+        sub-process), with the sender left out where no rule for the recipient selects one."""
         key = (recipient, c)
         stage: CategoryDecision | tuple[_CompiledRule, ...]
         forbids = [f for f in self._forbids.get(key, ())
@@ -408,7 +415,8 @@ class Engine:
             stage = permits
         if len(self._stages) >= _CACHE_LIMIT:
             self._stages.clear()
-        self._stages[(c, sender, recipient, purpose, subprocess)] = stage
+        self._stages[(c, sender if recipient in self._sender_aware else "", recipient, purpose,
+                      subprocess)] = stage
         return stage
 
     def _unknown_decision(self, flow: Flow, leaves: tuple[str, ...],

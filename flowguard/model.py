@@ -93,6 +93,7 @@ class Model(BaseModel):
 
 _M = TypeVar("_M", bound=BaseModel)
 _set = object.__setattr__
+_FIELDS_SET: dict[type[BaseModel], set[str]] = {}
 
 
 def construct(cls: type[_M], values: dict[str, Any]) -> _M:
@@ -103,7 +104,12 @@ def construct(cls: type[_M], values: dict[str, Any]) -> _M:
     """
     instance = object.__new__(cls)
     _set(instance, "__dict__", values)
-    _set(instance, "__pydantic_fields_set__", set(values))
+    # every field is set; models are frozen and `model_copy` copies this set before changing
+    # it, so one set per class serves all its instances
+    fields_set = _FIELDS_SET.get(cls)
+    if fields_set is None:
+        fields_set = _FIELDS_SET[cls] = set(cls.model_fields)
+    _set(instance, "__pydantic_fields_set__", fields_set)
     _set(instance, "__pydantic_extra__", None)
     _set(instance, "__pydantic_private__", None)
     return instance
