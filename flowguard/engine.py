@@ -330,7 +330,7 @@ class Engine:
             flow = construct(Flow, {**flow.__dict__, "at": now})
         else:
             t = at.timestamp()
-        expanded = self._leaves_cache.get(flow.data) or self._expand(flow.data)
+        expanded = self._expand(flow.data)
         leaves = expanded[0]
         sender, recipient = flow.sender, flow.recipient
         purpose, subprocess = flow.purpose, flow.subprocess
@@ -340,13 +340,7 @@ class Engine:
         if len(leaves) != 1:
             return self._combine(flow, tuple(self._decide_leaf(c, flow, t) for c in leaves),
                                  now)
-        c = leaves[0]
-        stage = self._stages.get((c, sender if recipient in self._sender_aware else "",
-                                  recipient, purpose, subprocess))
-        if stage is None:
-            stage = self._rule_stage(c, sender, recipient, purpose, subprocess)
-        result = stage if type(stage) is CategoryDecision else self._by_consent(
-            c, stage, self._subject_facts(flow.subject), flow, t)  # type: ignore[arg-type]
+        result = self._decide_leaf(leaves[0], flow, t)
         if result.decision == "permit":
             return construct(Decision, {
                 "decision": "permit", "reason": ReasonCode.PERMITTED, "flow": flow,
@@ -379,10 +373,14 @@ class Engine:
 
     def _decide_leaf(self, c: str, flow: Flow, t: float) -> CategoryDecision:
         recipient = flow.recipient
-        stage = self._stages.get((c, flow.sender if recipient in self._sender_aware else "",
-                                  recipient, flow.purpose, flow.subprocess))
+        key = (c, flow.sender if recipient in self._sender_aware else "", recipient,
+               flow.purpose, flow.subprocess)
+        stage = self._stages.get(key)
         if stage is None:
             stage = self._rule_stage(c, flow.sender, recipient, flow.purpose, flow.subprocess)
+            if len(self._stages) >= _CACHE_LIMIT:
+                self._stages.clear()
+            self._stages[key] = stage
         if type(stage) is CategoryDecision:
             return stage
         facts = self._subject_facts(flow.subject)
@@ -392,8 +390,9 @@ class Engine:
                     subprocess: str) -> CategoryDecision | tuple[_CompiledRule, ...]:
         """Steps 2-4 of SPEC §5 for one leaf, which do not depend on the subject or the time:
         the final answer (forbidden, no rule, a non-consent permit) or the applicable
-        consent-based permits, sorted by id. Memoised per (leaf, sender, recipient, purpose,
-        sub-process), with the sender left out where no rule for the recipient selects one."""
+        consent-based permits, sorted by id. `_decide_leaf` memoises it per (leaf, sender,
+        recipient, purpose, sub-process), leaving the sender out where no rule for the
+        recipient selects one."""
         key = (recipient, c)
         stage: CategoryDecision | tuple[_CompiledRule, ...]
         forbids = [f for f in self._forbids.get(key, ())
@@ -413,10 +412,6 @@ class Engine:
             stage = self._permitted(c, lawful, None)
         else:
             stage = permits
-        if len(self._stages) >= _CACHE_LIMIT:
-            self._stages.clear()
-        self._stages[(c, sender if recipient in self._sender_aware else "", recipient, purpose,
-                      subprocess)] = stage
         return stage
 
     def _unknown_decision(self, flow: Flow, leaves: tuple[str, ...],
