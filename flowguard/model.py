@@ -48,12 +48,6 @@ def _one_or_many_of(item: Any) -> BeforeValidator:
 IdList = Annotated[tuple[Id, ...], _one_or_many_of(Id), Field(min_length=1)]
 
 
-def _require_zone(value: datetime) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError("time has no zone: write it as RFC 3339 with Z or an offset")
-    return value.astimezone(UTC)
-
-
 def _date_as_midnight_utc(value: Any) -> Any:
     if isinstance(value, date) and not isinstance(value, datetime):
         return datetime(value.year, value.month, value.day, tzinfo=UTC)
@@ -75,7 +69,7 @@ Instant = Annotated[AwareDatetime, AfterValidator(_as_utc)]
 to the standard library's UTC matters because `timestamp()` and `isoformat()` are several
 times slower on pydantic's own zone type, and both run while deciding."""
 
-Bound = Annotated[datetime, BeforeValidator(_date_as_midnight_utc), AfterValidator(_require_zone)]
+Bound = Annotated[Instant, BeforeValidator(_date_as_midnight_utc)]
 """A validity bound: a time with a zone, or a date meaning 00:00 UTC that day."""
 
 
