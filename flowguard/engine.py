@@ -206,8 +206,7 @@ class Engine:
     def _subject_facts(self, subject_id: str) -> _SubjectFacts:
         revision = self.registry.revision
         if revision != self._facts_revision:
-            self._facts.clear()
-            self._memo.clear()
+            self._forget_changes()
             self._facts_revision = revision
         facts = self._facts.get(subject_id)
         if facts is None:
@@ -216,15 +215,23 @@ class Engine:
                 self._facts[subject_id] = facts
         return facts
 
+    def _forget_changes(self) -> None:
+        """Drop the compiled facts of subjects whose records changed since they were read.
+        (The memo holds only values determined by their keys, so it stays valid.)"""
+        changed = self.registry.changed_since(self._facts_revision)
+        if changed is None or len(changed) * 4 > len(self._facts):
+            self._facts.clear()
+            return
+        for subject_id in changed:
+            self._facts.pop(subject_id, None)
+
     def _compile_subject(self, subject_id: str) -> _SubjectFacts:
-        registry = self.registry
-        consents = registry.consents_of(subject_id)
-        subject = registry.subject(subject_id)
+        subject, consents, guardianship_records = self.registry.records_of(subject_id)
         if subject is None and not consents:
             return self._unknown_subject
         consent_from, adult_from, consent_age = self._ages(subject)
         guardianships = tuple(self._compile_guardianship(g) for g in sorted(
-            registry.guardianships_of(subject_id), key=lambda g: g.id))
+            guardianship_records, key=lambda g: g.id))
         compiled = []
         shared = self._shared_sets
         for k in consents:
@@ -525,7 +532,8 @@ class Engine:
         return _denied(category, reasons, remedy)
 
     def _remember(self, key: tuple[object, ...], value: _T) -> _T:
-        """Keep an immutable part of decisions for reuse; bounded, dropped on registry change."""
+        """Keep an immutable part of decisions for reuse, keyed by everything it depends on;
+        bounded."""
         if len(self._memo) >= _CACHE_LIMIT:
             self._memo.clear()
         self._memo[key] = value

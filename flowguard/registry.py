@@ -8,9 +8,9 @@ the same interface.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from flowguard._loading import (
     Collector,
@@ -29,20 +29,36 @@ MAX_JSON_REGISTRY_BYTES = 512 * 1024 * 1024
 YAML files keep the general limit of `flowguard._source.MAX_FILE_BYTES`."""
 
 
+class SubjectRecords(NamedTuple):
+    """Everything the registry holds about one subject, as one consistent read."""
+
+    subject: Subject | None
+    consents: Sequence[Consent]
+    guardianships: Sequence[Guardianship]
+
+
+NO_RECORDS = SubjectRecords(None, (), ())
+
+
 @runtime_checkable
 class Registry(Protocol):
     """Read access to the consent registry, one subject at a time."""
 
     @property
     def revision(self) -> int:
-        """Changes whenever any record changes; the engine drops cached facts on change."""
+        """Grows whenever any record changes; the engine drops cached facts on change.
+        Reading it is cheap enough to do before every check."""
         ...
 
-    def subject(self, subject_id: str) -> Subject | None: ...
+    def records_of(self, subject_id: str) -> SubjectRecords:
+        """The subject's current records, consistent with (at least) `revision` as read
+        before the call."""
+        ...
 
-    def consents_of(self, subject_id: str) -> Sequence[Consent]: ...
-
-    def guardianships_of(self, subject_id: str) -> Sequence[Guardianship]: ...
+    def changed_since(self, revision: int) -> Collection[str] | None:
+        """The subjects whose records changed after `revision`, or None when the registry
+        cannot tell (then every cached fact is dropped)."""
+        ...
 
 
 class InMemoryRegistry:
@@ -62,6 +78,17 @@ class InMemoryRegistry:
     @property
     def revision(self) -> int:
         return 0
+
+    def records_of(self, subject_id: str) -> SubjectRecords:
+        subject = self._subjects.get(subject_id)
+        consents = self._consents.get(subject_id, ())
+        guardianships = self._guardianships.get(subject_id, ())
+        if subject is None and not consents and not guardianships:
+            return NO_RECORDS
+        return SubjectRecords(subject, consents, guardianships)
+
+    def changed_since(self, revision: int) -> Collection[str] | None:
+        return None  # its revision never changes; a subclass that changes it can't tell
 
     def subject(self, subject_id: str) -> Subject | None:
         return self._subjects.get(subject_id)
@@ -106,10 +133,27 @@ def load_registry(path: str | Path, policy: Policy | None = None) -> InMemoryReg
         return InMemoryRegistry(loader.subjects, loader.guardianships, loader.consents)
 
 
+def validate_records(data: Mapping[str, Any], *, source: str, policy: Policy | None,
+                     known_subject: Callable[[str], bool] | None = None,
+                     ) -> tuple[dict[str, Subject], list[Guardianship], list[Consent]]:
+    """Validate records given as data in the file format (`subjects`, `guardianships`,
+    `consents`), exactly as `load_registry` would; `known_subject` accepts subjects already
+    stored elsewhere. `source` names the input in diagnostics. Raises `RegistryError`."""
+    out = Collector()
+    loader = _RegistryLoader(out, policy, known_subject)
+    loader.document(Document(source, dict(data)))
+    loader.cross_check()
+    if out.has_errors:
+        raise RegistryError(out.diagnostics)
+    return loader.subjects, loader.guardianships, loader.consents
+
+
 class _RegistryLoader:
-    def __init__(self, out: Collector, policy: Policy | None) -> None:
+    def __init__(self, out: Collector, policy: Policy | None,
+                 known_subject: Callable[[str], bool] | None = None) -> None:
         self.out = out
         self.policy = policy
+        self.known_subject = known_subject
         self.subjects: dict[str, Subject] = {}
         self.guardianships: list[Guardianship] = []
         self.consents: list[Consent] = []
@@ -220,8 +264,11 @@ class _RegistryLoader:
 
     def _known_subject(self, doc: Document, path: tuple[str | int, ...], subject_id: str,
                        what: str) -> None:
-        if subject_id not in self.subjects:
+        if subject_id not in self.subjects and not (
+                self.known_subject is not None and self.known_subject(subject_id)):
             self.out.diagnostics.append(
-                doc.diagnostic(path, f"{what}: its subject is not declared under `subjects`",
+                doc.diagnostic(path, f"{what}: its subject is not declared under `subjects`"
+                               if self.known_subject is None else
+                               f"{what}: its subject is not recorded in the registry",
                                code="unknown-reference"))
 
