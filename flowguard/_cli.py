@@ -6,45 +6,49 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from flowguard._cli_common import EXIT_DENY, EXIT_INPUT, EXIT_OK, err, fail_input, out
+from flowguard._cli_registry import consent, guardianship, parse_time, registry, subject
 from flowguard._loading import Collector
 from flowguard._source import SourceError, parse_documents, read_text
 from flowguard.engine import Engine, as_flow, explain
-from flowguard.errors import Diagnostic, FlowError, InputError
+from flowguard.errors import Diagnostic, FlowError, InputError, RegistryError
 from flowguard.lint import lint
 from flowguard.model import Decision, Flow
 from flowguard.policy import load_policy
-from flowguard.registry import Registry, load_registry
+from flowguard.registry import Registry
 from flowguard.schema import SCHEMAS, json_schema
+from flowguard.store import RegistryStore, open_registry
 from flowguard.testing import SuiteResult, run_suites
 
-EXIT_OK, EXIT_DENY, EXIT_INPUT = 0, 1, 2
 MAX_FLOW_BYTES = 1024 * 1024
 MAX_FLOW_FILE_BYTES = 64 * MAX_FLOW_BYTES
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-def _fail_input(error: InputError) -> NoReturn:
-    for diagnostic in error.diagnostics:
-        err.print(diagnostic.render(), markup=False)
-    sys.exit(EXIT_INPUT)
 
 
-def _engine(policy_path: str, registry_path: str | None) -> Engine:
+def _engine(policy_path: str, registry_location: str | None,
+            as_of: datetime | None = None) -> Engine:
     try:
         policy = load_policy(policy_path)
         registry: Registry | None = None
-        if registry_path is not None:
-            registry = load_registry(registry_path, policy)
+        if registry_location is not None:
+            registry = open_registry(registry_location, policy)
+            if as_of is not None:
+                if not isinstance(registry, RegistryStore):
+                    raise RegistryError([Diagnostic(
+                        "--as-of needs a registry database: a file has no history",
+                        "<options>")])
+                registry = registry.as_of(as_of)
+        elif as_of is not None:
+            raise RegistryError([Diagnostic("--as-of needs --registry", "<options>")])
     except InputError as exc:
-        _fail_input(exc)
+        fail_input(exc)
     return Engine(policy, registry)
 
 
@@ -108,7 +112,11 @@ def _print_decision(decision: Decision) -> None:
 @cli.command()
 @click.argument("flow_file", required=False)
 @click.option("--policy", "-p", "policy_path", required=True, help="Policy directory or file.")
-@click.option("--registry", "-r", "registry_path", help="Consent registry file (YAML or JSON).")
+@click.option("--registry", "-r", "registry_path", envvar="FLOWGUARD_REGISTRY",
+              help="Consent registry: a database URL (sqlite:///path.db, postgresql://...) or "
+                   "a YAML/JSON file; env FLOWGUARD_REGISTRY.")
+@click.option("--as-of", "as_of", help="Decide with the registry as recorded at this time "
+              "(and at that time, unless the flow says `at`).")
 @click.option("--sender")
 @click.option("--recipient")
 @click.option("--subject")
@@ -118,7 +126,7 @@ def _print_decision(decision: Decision) -> None:
 @click.option("--at", help="RFC 3339 time with a zone (default: now).")
 @click.option("--json", "as_json", is_flag=True, help="Print the decision JSON (SPEC §6).")
 def check(flow_file: str | None, policy_path: str, registry_path: str | None,
-          sender: str | None, recipient: str | None, subject: str | None,
+          as_of: str | None, sender: str | None, recipient: str | None, subject: str | None,
           data: Sequence[str], purpose: str | None, subprocess: str | None, at: str | None,
           as_json: bool) -> None:
     """Decide a flow: FLOW_FILE (JSON, `-` for stdin) or the flow options.
@@ -138,8 +146,14 @@ def check(flow_file: str | None, policy_path: str, registry_path: str | None,
         else:
             flows, many = [as_flow(given, "<options>")], False
     except InputError as exc:
-        _fail_input(exc)
-    engine = _engine(policy_path, registry_path)
+        fail_input(exc)
+    try:
+        when = parse_time(as_of, "--as-of")
+    except InputError as exc:
+        fail_input(exc)
+    if when is not None:
+        flows = [f if f.at is not None else f.model_copy(update={"at": when}) for f in flows]
+    engine = _engine(policy_path, registry_path, when)
     decisions = engine.check_many(flows)
     if as_json:
         payload: Any = [d.model_dump(mode="json") for d in decisions]
@@ -227,7 +241,7 @@ def demo(examples: str) -> None:
         sys.exit(EXIT_INPUT)
     results, errors = run_suites([str(s) for s in suites])
     for error in errors:
-        _fail_input(error)
+        fail_input(error)
     for result in results:
         table = Table(title=result.file, show_lines=False, expand=True)
         table.add_column("case", ratio=3)
@@ -243,6 +257,10 @@ def demo(examples: str) -> None:
     failed = sum(r.failed for r in results)
     click.echo(f"{passed} passed, {failed} failed")
     sys.exit(EXIT_OK if failed == 0 else EXIT_DENY)
+
+
+for _group in (registry, consent, subject, guardianship):
+    cli.add_command(_group)
 
 
 def main() -> None:

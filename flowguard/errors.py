@@ -63,3 +63,7 @@ class TestSuiteError(InputError):
     """A table-driven test file is malformed."""
 
     __test__ = False  # not a pytest test class
+
+
+class StoreError(InputError):
+    """A storage URL cannot be opened, or its schema is missing, older or newer."""

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import os
 import textwrap
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -117,3 +120,48 @@ def write(tmp_path: Path) -> Callable[[str, str], Path]:
         return path
 
     return _write
+
+
+# --------------------------------------------------------------------------- stores
+
+POSTGRES_URL = os.environ.get("FLOWGUARD_TEST_POSTGRES_URL",
+                              "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _postgres_or_skip() -> None:
+    """PostgreSQL tests may skip on a laptop without it, never under CI=true."""
+    import psycopg
+
+    try:
+        psycopg.connect(POSTGRES_URL, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and PostgreSQL at {POSTGRES_URL} is unreachable: {exc}")
+        pytest.skip(f"PostgreSQL at {POSTGRES_URL} is unreachable")
+
+
+@contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A fresh PostgreSQL schema; the URL puts it first on the search path."""
+    import psycopg
+
+    _postgres_or_skip()
+    name = f"fg_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {name}")
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    try:
+        yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{name}"
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {name} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty, uninitialised database of each kind the registry runs on."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'registry.db'}"
+    else:
+        with postgres_schema() as url:
+            yield url

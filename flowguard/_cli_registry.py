@@ -1,0 +1,575 @@
+"""`flowguard registry | consent | subject | guardianship`: the consent registry from the
+command line, a thin shell over `flowguard.store`."""
+
+from __future__ import annotations
+
+import getpass
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import yaml
+from pydantic import TypeAdapter, ValidationError
+from rich.table import Table
+
+from flowguard._cli_common import fail_input, out
+from flowguard._source import SourceError, load_documents
+from flowguard.errors import Diagnostic, InputError, RegistryError
+from flowguard.model import Bound, Consent, Evidence, Guardianship, Policy
+from flowguard.policy import load_policy
+from flowguard.registry import InMemoryRegistry, load_registry
+from flowguard.store import (
+    Event,
+    RegistryStore,
+    consent_status,
+    init_database,
+    is_database_url,
+    open_store,
+    redact_url,
+)
+
+DEFAULT_REGISTRY = "sqlite:///flowguard.db"
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def registry_option(func: _F) -> _F:
+    return click.option(
+        "--registry", "-r", "registry_url", envvar="FLOWGUARD_REGISTRY",
+        default=DEFAULT_REGISTRY, show_default=True,
+        help="Registry database URL (sqlite:///path.db or postgresql://...); "
+             "env FLOWGUARD_REGISTRY.")(func)
+
+
+def policy_option(func: _F) -> _F:
+    return click.option(
+        "--policy", "-p", "policy_path", envvar="FLOWGUARD_POLICY",
+        help="Check every id written against this policy (env FLOWGUARD_POLICY).")(func)
+
+
+def by_option(func: _F) -> _F:
+    return click.option(
+        "--by", "by", envvar="FLOWGUARD_ACTOR",
+        help="Who records the change (default: env FLOWGUARD_ACTOR, else the login name).")(func)
+
+
+def json_option(func: _F) -> _F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
+
+
+def _who(by: str | None) -> str:
+    if by:
+        return by
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+_BOUND: TypeAdapter[datetime] = TypeAdapter(Bound)
+
+
+def parse_time(value: str | None, option: str) -> datetime | None:
+    """An option's RFC 3339 time with a zone, or a date (00:00 UTC)."""
+    if value is None:
+        return None
+    try:
+        return _BOUND.validate_python(value)
+    except ValidationError:
+        raise InputError([Diagnostic(f"{option}: expected an RFC 3339 time with a zone "
+                                     "(2026-05-01T09:00:00Z) or a date (2026-05-01)",
+                                     "<options>", code="type")]) from None
+
+
+@contextmanager
+def _store(url: str, policy_path: str | None = None) -> Iterator[RegistryStore]:
+    """Open the store, turning every bad-input error into diagnostics and exit 2."""
+    try:
+        if not is_database_url(url):
+            raise InputError([Diagnostic(
+                "expected a database URL", "<options>", code="type",
+                hint="sqlite:///path.db or postgresql://...; files are imported with "
+                     "`flowguard registry import`")])
+        policy: Policy | None = load_policy(policy_path) if policy_path else None
+        store = open_store(url, policy)
+    except InputError as exc:
+        fail_input(exc)
+    try:
+        yield store
+    except InputError as exc:
+        fail_input(exc)
+    finally:
+        store.close()
+
+
+def _iso(value: datetime | None) -> str:
+    return "" if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def _print_event(event: Event) -> None:
+    evidence = ""
+    if event.evidence is not None:
+        evidence = f"  evidence: {event.evidence.method}" + (
+            f" {event.evidence.reference}" if event.evidence.reference else "")
+    out.print(f"#{event.seq} {_iso(event.recorded_at)} {event.kind} "
+              f"{event.record or ''} by {event.by}{evidence}", markup=False)
+
+
+# --------------------------------------------------------------------------- registry
+
+@click.group()
+def registry() -> None:
+    """Create, import and export a registry database."""
+
+
+@registry.command("init")
+@click.argument("url", default=DEFAULT_REGISTRY, envvar="FLOWGUARD_REGISTRY")
+def registry_init(url: str) -> None:
+    """Create the registry schema at URL, or migrate it to this version."""
+    try:
+        applied = init_database(url)
+    except InputError as exc:
+        fail_input(exc)
+    if applied:
+        for m in applied:
+            out.print(f"applied migration {m.version}: {m.description}", markup=False)
+    else:
+        out.print("registry schema is up to date", markup=False)
+    out.print(f"registry ready at {redact_url(url)}", markup=False)
+
+
+@registry.command("import")
+@click.argument("file")
+@registry_option
+@policy_option
+@by_option
+@click.option("--fhir-map", help="Import FHIR Consent JSON (a resource, a Bundle, or a "
+              "folder of them) with this mapping file.")
+def registry_import(file: str, registry_url: str, policy_path: str | None, by: str | None,
+                    fhir_map: str | None) -> None:
+    """Import FILE (a registry YAML/JSON file, or FHIR with --fhir-map) in one transaction.
+
+    Records already stored unchanged are skipped; the schema is created if missing."""
+    try:
+        init_database(registry_url)
+    except InputError as exc:
+        fail_input(exc)
+    with _store(registry_url, policy_path) as store:
+        records = _read_import(file, store.policy, fhir_map)
+        summary = store.import_records(records, by=_who(by), source=file)
+        out.print(f"imported {summary.subjects} subjects, {summary.guardianships} "
+                  f"guardianships, {summary.consents} consents "
+                  f"({summary.unchanged} already stored unchanged)", markup=False)
+
+
+def _read_import(file: str, policy: Policy | None, fhir_map: str | None) -> InMemoryRegistry:
+    if fhir_map is None:
+        return load_registry(file, policy)
+    from flowguard.fhir import consent_from_fhir, load_fhir_mapping
+
+    mapping = load_fhir_mapping(fhir_map)
+    consents: list[Consent] = []
+    for source, resource in _fhir_resources(Path(file)):
+        result = consent_from_fhir(resource, mapping, policy, source=source)
+        for diagnostic in result.unmapped:
+            out.print(diagnostic.render(), markup=False)
+        consents.extend(result.consents)
+    return InMemoryRegistry({}, (), consents)
+
+
+def _fhir_resources(path: Path) -> Iterator[tuple[str, Any]]:
+    """The Consent resources of a JSON file or of every JSON file in a folder; a Bundle
+    yields its entries."""
+    files = sorted(path.glob("*.json")) if path.is_dir() else [path]
+    for file in files:
+        try:
+            docs = load_documents(file)
+        except SourceError as exc:
+            raise RegistryError([exc.diagnostic]) from None
+        for doc in docs:
+            data = doc.data
+            if isinstance(data, dict) and data.get("resourceType") == "Bundle":
+                for index, entry in enumerate(data.get("entry") or ()):
+                    resource = entry.get("resource") if isinstance(entry, dict) else None
+                    yield f"{file}#entry[{index}]", resource
+            else:
+                yield str(file), data
+
+
+@registry.command("export")
+@registry_option
+@click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml",
+              show_default=True)
+@click.option("--history", is_flag=True, help="Every event instead, one JSON object a line.")
+@click.option("--as-of", "as_of", help="The registry as recorded at this time.")
+def registry_export(registry_url: str, fmt: str, history: bool, as_of: str | None) -> None:
+    """Print the registry in the file format of SPEC §4 (or its event history)."""
+    with _store(registry_url) as store:
+        view = _view(store, as_of)
+        if history:
+            for event in view.events():
+                click.echo(json.dumps(event.model_dump(mode="json", exclude_none=True),
+                                      ensure_ascii=False, sort_keys=True))
+            return
+        snapshot = view.snapshot()
+        data = {
+            "subjects": {s: v.model_dump(mode="json", exclude_none=True)
+                         for s, v in sorted(snapshot.subjects.items())},
+            "guardianships": [g.model_dump(mode="json", exclude_none=True)
+                              for g in sorted(snapshot.all_guardianships(), key=_by_id)],
+            "consents": [k.model_dump(mode="json", exclude_none=True)
+                         for k in sorted(snapshot.all_consents(), key=_by_id)],
+        }
+        if fmt == "json":
+            _echo_json(data)
+        else:
+            click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
+
+
+def _by_id(record: Consent | Guardianship) -> str:
+    return record.id
+
+
+def _view(store: RegistryStore, as_of: str | None) -> RegistryStore:
+    when = parse_time(as_of, "--as-of")
+    return store if when is None else store.as_of(when)
+
+
+# --------------------------------------------------------------------------- consent
+
+@click.group()
+def consent() -> None:
+    """Grant, withdraw, correct and inspect consents."""
+
+
+def _read_record(file: str) -> dict[str, Any]:
+    try:
+        docs = load_documents(Path(file))
+    except SourceError as exc:
+        raise RegistryError([exc.diagnostic]) from None
+    if len(docs) != 1 or not isinstance(docs[0].data, dict):
+        raise RegistryError([Diagnostic("expected one record (a mapping)", file, code="type")])
+    return dict(docs[0].data)
+
+
+def _split(values: Sequence[str]) -> list[str]:
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
+def _selectors(values: Sequence[str]) -> list[dict[str, str]]:
+    """`--recipient organization:cafe` (or `actor:…`, `kind:…`, `role:…`; a bare id is an
+    organization)."""
+    selectors = []
+    for value in _split(values):
+        key, _, name = value.partition(":") if ":" in value else ("organization", "", value)
+        selectors.append({key: name})
+    return selectors
+
+
+@consent.command("grant")
+@registry_option
+@policy_option
+@by_option
+@click.option("--file", "file", help="The consent as a YAML/JSON record (SPEC §4).")
+@click.option("--id", "consent_id")
+@click.option("--subject")
+@click.option("--given-by", help="The subject, or a guardian's person id (default: subject).")
+@click.option("--given-at", help="When it was given (default: now).")
+@click.option("--recipient", multiple=True,
+              help="organization:ID, actor:ID, kind:ID or role:ID; repeat for several.")
+@click.option("--data", multiple=True, help="Data categories; repeat or comma-separate.")
+@click.option("--purpose", multiple=True, help="Purposes; repeat or comma-separate.")
+@click.option("--subprocess", multiple=True, help="Sub-processes (default: any).")
+@click.option("--explicit", is_flag=True, help="Explicit consent (needed for special data).")
+@click.option("--expires", help="When it expires (time or date).")
+@click.option("--evidence", help="How it was given: signed-form, digital-signature, ...")
+@click.option("--reference", help="The evidence's reference (a case or document number).")
+def consent_grant(registry_url: str, policy_path: str | None, by: str | None,
+                  file: str | None, consent_id: str | None, subject: str | None,
+                  given_by: str | None, given_at: str | None, recipient: Sequence[str],
+                  data: Sequence[str], purpose: Sequence[str], subprocess: Sequence[str],
+                  explicit: bool, expires: str | None, evidence: str | None,
+                  reference: str | None) -> None:
+    """Record a consent, from --file or from the options."""
+    with _store(registry_url, policy_path) as store:
+        if file is not None:
+            record = _read_record(file)
+        else:
+            record = {"id": consent_id, "subject": subject, "given_by": given_by or subject,
+                      "given_at": given_at or datetime.now(UTC).isoformat(),
+                      "recipients": _selectors(recipient), "data": _split(data),
+                      "purposes": _split(purpose), "explicit": explicit}
+            if subprocess:
+                record["subprocesses"] = _split(subprocess)
+            if expires:
+                record["expires_at"] = expires
+            if evidence or reference:
+                record["evidence"] = {"method": evidence or "unspecified", "reference": reference}
+            record = {k: v for k, v in record.items() if v not in (None, [])}
+        event = store.grant(record, by=_who(by))
+        out.print(f"granted consent {event.record} (event #{event.seq})", markup=False)
+
+
+@consent.command("correct")
+@click.argument("file")
+@registry_option
+@policy_option
+@by_option
+def consent_correct(file: str, registry_url: str, policy_path: str | None,
+                    by: str | None) -> None:
+    """Record FILE as a new version of the consent with its id (the old one is kept in
+    the history)."""
+    with _store(registry_url, policy_path) as store:
+        event = store.correct(_read_record(file), by=_who(by))
+        out.print(f"corrected consent {event.record} (event #{event.seq})", markup=False)
+
+
+@consent.command("withdraw")
+@click.argument("consent_id")
+@registry_option
+@by_option
+@click.option("--at", help="When it was withdrawn (default: now).")
+def consent_withdraw(consent_id: str, registry_url: str, by: str | None,
+                     at: str | None) -> None:
+    """Withdraw a consent: its id is all it takes (GDPR Art. 7(3))."""
+    with _store(registry_url) as store:
+        event = store.withdraw(consent_id, by=_who(by), at=parse_time(at, "--at"))
+        out.print(f"withdrew consent {consent_id} at {event.body['withdrawn_at']} "
+                  f"(event #{event.seq})", markup=False)
+
+
+@consent.command("expire")
+@click.argument("consent_id")
+@registry_option
+@by_option
+@click.option("--at", help="When it ends (default: now).")
+def consent_expire(consent_id: str, registry_url: str, by: str | None,
+                   at: str | None) -> None:
+    """End a consent at an agreed time (not a withdrawal)."""
+    with _store(registry_url) as store:
+        event = store.expire(consent_id, by=_who(by), at=parse_time(at, "--at"))
+        out.print(f"consent {consent_id} expires at {event.body['expires_at']} "
+                  f"(event #{event.seq})", markup=False)
+
+
+@consent.command("show")
+@click.argument("consent_id")
+@registry_option
+@json_option
+@click.option("--fhir", is_flag=True, help="Print it as a FHIR R5 Consent resource.")
+@click.option("--as-of", "as_of", help="As recorded at this time.")
+def consent_show(consent_id: str, registry_url: str, as_json: bool, fhir: bool,
+                 as_of: str | None) -> None:
+    """Show the current version of a consent and its status."""
+    with _store(registry_url) as store:
+        found = _view(store, as_of).consent(consent_id)
+        if found is None:
+            raise RegistryError([Diagnostic(f"no consent `{consent_id}` in the registry",
+                                            "<options>", code="unknown-reference")])
+        record, version = found
+        status = consent_status(record, datetime.now(UTC))
+        if fhir:
+            from flowguard.fhir import consent_to_fhir
+
+            _echo_json(consent_to_fhir(record))
+        elif as_json:
+            _echo_json({"version": version, "status": status,
+                        "consent": record.model_dump(mode="json", exclude_none=True)})
+        else:
+            out.print(f"consent {record.id} (version {version}): {status}", markup=False)
+            click.echo(yaml.safe_dump(record.model_dump(mode="json", exclude_none=True),
+                                      sort_keys=False, allow_unicode=True), nl=False)
+
+
+@consent.command("list")
+@registry_option
+@click.option("--subject", help="Only this subject's consents.")
+@click.option("--status", type=click.Choice(["active", "withdrawn", "expired",
+                                              "not-yet-valid"]))
+@json_option
+@click.option("--as-of", "as_of", help="As recorded at this time.")
+def consent_list(registry_url: str, subject: str | None, status: str | None, as_json: bool,
+                 as_of: str | None) -> None:
+    """List consents with their status now."""
+    with _store(registry_url) as store:
+        view = _view(store, as_of)
+        records = list(view.records_of(subject).consents) if subject is not None \
+            else view.snapshot().all_consents()
+        now = datetime.now(UTC)
+        rows = [(k, consent_status(k, now)) for k in sorted(records, key=_by_id)]
+        rows = [(k, s) for k, s in rows if status is None or s == status]
+        if as_json:
+            _echo_json([{"status": s, **k.model_dump(mode="json", exclude_none=True)}
+                        for k, s in rows])
+            return
+        table = Table(show_lines=False)
+        for column in ("id", "status", "given by", "recipients", "data", "purposes",
+                       "expires"):
+            table.add_column(column)
+        for k, s in rows:
+            table.add_row(k.id, s, k.given_by,
+                          ", ".join(_selector_text(r.model_dump(exclude_none=True))
+                                    for r in k.recipients),
+                          ", ".join(k.data), ", ".join(k.purposes), _iso(k.expires_at))
+        out.print(table)
+        out.print(f"{len(rows)} consents", markup=False)
+
+
+def _selector_text(selector: dict[str, Any]) -> str:
+    return " ".join(f"{key}:{','.join(values)}" for key, values in selector.items())
+
+
+@consent.command("history")
+@click.argument("consent_id")
+@registry_option
+@json_option
+def consent_history(consent_id: str, registry_url: str, as_json: bool) -> None:
+    """Every recorded event of a consent, oldest first."""
+    with _store(registry_url) as store:
+        events = store.history(consent_id)
+        events = [e for e in events if e.kind.startswith("consent.")]
+        if not events:
+            raise RegistryError([Diagnostic(f"no consent `{consent_id}` in the registry",
+                                            "<options>", code="unknown-reference")])
+        if as_json:
+            _echo_json([e.model_dump(mode="json", exclude_none=True) for e in events])
+            return
+        for event in events:
+            _print_event(event)
+
+
+# --------------------------------------------------------------------------- subject
+
+@click.group()
+def subject() -> None:
+    """Record and inspect citizens (subjects)."""
+
+
+@subject.command("add")
+@click.argument("subject_id")
+@registry_option
+@policy_option
+@by_option
+@click.option("--birth-date", help="YYYY-MM-DD (omit: counts as an adult).")
+@click.option("--jurisdiction", help="Jurisdiction id (default: the policy's default).")
+def subject_add(subject_id: str, registry_url: str, policy_path: str | None, by: str | None,
+                birth_date: str | None, jurisdiction: str | None) -> None:
+    """Record a subject."""
+    with _store(registry_url, policy_path) as store:
+        data = {k: v for k, v in (("birth_date", birth_date),
+                                  ("jurisdiction", jurisdiction)) if v is not None}
+        event = store.add_subject(subject_id, data, by=_who(by))
+        out.print(f"recorded the subject (event #{event.seq})", markup=False)
+
+
+@subject.command("show")
+@click.argument("subject_id")
+@registry_option
+@json_option
+@click.option("--as-of", "as_of", help="As recorded at this time.")
+def subject_show(subject_id: str, registry_url: str, as_json: bool, as_of: str | None) -> None:
+    """A subject's record, guardianships and consents."""
+    with _store(registry_url) as store:
+        records = _view(store, as_of).records_of(subject_id)
+        if records.subject is None and not records.consents:
+            raise RegistryError([Diagnostic("the subject is not recorded in the registry",
+                                            "<options>", code="unknown-reference")])
+        now = datetime.now(UTC)
+        payload = {
+            "subject": None if records.subject is None
+            else records.subject.model_dump(mode="json", exclude_none=True),
+            "guardianships": [g.model_dump(mode="json", exclude_none=True)
+                              for g in sorted(records.guardianships, key=_by_id)],
+            "consents": [{"status": consent_status(k, now),
+                          **k.model_dump(mode="json", exclude_none=True)}
+                         for k in sorted(records.consents, key=_by_id)],
+        }
+        if as_json:
+            _echo_json(payload)
+        else:
+            click.echo(yaml.safe_dump(payload, sort_keys=False, allow_unicode=True), nl=False)
+
+
+# --------------------------------------------------------------------------- guardianship
+
+@click.group()
+def guardianship() -> None:
+    """Record, end and list guardianships."""
+
+
+@guardianship.command("add")
+@registry_option
+@policy_option
+@by_option
+@click.option("--id", "guardianship_id", required=True)
+@click.option("--guardian", required=True, help="The guardian's person id.")
+@click.option("--subject", required=True)
+@click.option("--kind", type=click.Choice(["parental", "adult"]), required=True)
+@click.option("--scope", multiple=True, help="Data categories it covers (default: all).")
+@click.option("--valid-from", required=True, help="Time or date.")
+@click.option("--valid-until", help="Time or date (default: open).")
+@click.option("--evidence", help="The decision it rests on: court-order, birth-record, ...")
+@click.option("--reference", help="The evidence's reference.")
+def guardianship_add(registry_url: str, policy_path: str | None, by: str | None,
+                     guardianship_id: str, guardian: str, subject: str, kind: str,
+                     scope: Sequence[str], valid_from: str, valid_until: str | None,
+                     evidence: str | None, reference: str | None) -> None:
+    """Record a guardianship."""
+    with _store(registry_url, policy_path) as store:
+        record: dict[str, Any] = {"id": guardianship_id, "guardian": guardian,
+                                  "subject": subject, "kind": kind, "valid_from": valid_from}
+        if scope:
+            record["scope"] = _split(scope)
+        if valid_until:
+            record["valid_until"] = valid_until
+        if evidence or reference:
+            record["evidence"] = Evidence(method=evidence or "unspecified",
+                                          reference=reference).model_dump(exclude_none=True)
+        event = store.add_guardianship(record, by=_who(by))
+        out.print(f"recorded guardianship {event.record} (event #{event.seq})", markup=False)
+
+
+@guardianship.command("end")
+@click.argument("guardianship_id")
+@registry_option
+@by_option
+@click.option("--at", help="When it ends (default: now).")
+def guardianship_end(guardianship_id: str, registry_url: str, by: str | None,
+                     at: str | None) -> None:
+    """End a guardianship."""
+    with _store(registry_url) as store:
+        event = store.end_guardianship(guardianship_id, by=_who(by),
+                                       at=parse_time(at, "--at"))
+        out.print(f"guardianship {guardianship_id} ends at {event.body['valid_until']} "
+                  f"(event #{event.seq})", markup=False)
+
+
+@guardianship.command("list")
+@registry_option
+@click.option("--subject", help="Only this subject's guardianships.")
+@json_option
+def guardianship_list(registry_url: str, subject: str | None, as_json: bool) -> None:
+    """List guardianships."""
+    with _store(registry_url) as store:
+        records = list(store.records_of(subject).guardianships) if subject is not None \
+            else store.snapshot().all_guardianships()
+        records.sort(key=_by_id)
+        if as_json:
+            _echo_json([g.model_dump(mode="json", exclude_none=True) for g in records])
+            return
+        table = Table()
+        for column in ("id", "guardian", "kind", "scope", "valid from", "valid until"):
+            table.add_column(column)
+        for g in records:
+            table.add_row(g.id, g.guardian, g.kind, ", ".join(g.scope or ("all",)),
+                          _iso(g.valid_from), _iso(g.valid_until))
+        out.print(table)
+        out.print(f"{len(records)} guardianships", markup=False)
+
