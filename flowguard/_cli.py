@@ -178,9 +178,12 @@ def _print_suite(result: SuiteResult, verbose: bool) -> None:
 @cli.command("test")
 @click.argument("files", nargs=-1, required=True)
 @click.option("--verbose", "-v", is_flag=True, help="Also list the cases that pass.")
-def test_command(files: Sequence[str], verbose: bool) -> None:
+@click.option("--registry", "-r", "registry_location",
+              help="Decide against this registry (database URL or file) instead of the "
+                   "files' own `consents`.")
+def test_command(files: Sequence[str], verbose: bool, registry_location: str | None) -> None:
     """Run table-driven policy test files (SPEC §7)."""
-    results, errors = run_suites(list(files))
+    results, errors = run_suites(list(files), registry_location)
     for result in results:
         _print_suite(result, verbose)
     for error in errors:

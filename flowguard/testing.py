@@ -14,6 +14,7 @@ from flowguard.errors import InputError, TestSuiteError
 from flowguard.model import Decision, Flow, Model, Outcome, ReasonCode
 from flowguard.policy import load_policy
 from flowguard.registry import Registry, load_registry
+from flowguard.store import open_registry
 
 
 class Case(Model):
@@ -79,9 +80,11 @@ class Suite:
                                                                           strict=True)])
 
 
-def load_suite(path: str | Path) -> Suite:
-    """Read a test file and load the policy and registry it names (relative to it).
-    Raises `InputError` (a `TestSuiteError`, `PolicyError` or `RegistryError`)."""
+def load_suite(path: str | Path, registry: str | None = None) -> Suite:
+    """Read a test file and load the policy and registry it names (relative to it), or
+    the `registry` given (a database URL or file) instead of the file's `consents`.
+    Raises `InputError` (a `TestSuiteError`, `PolicyError`, `RegistryError` or
+    `StoreError`)."""
     file = Path(path)
     out = Collector()
     try:
@@ -96,18 +99,21 @@ def load_suite(path: str | Path) -> Suite:
         raise TestSuiteError(out.diagnostics)
     base = file.parent
     policy = load_policy(base / suite.policy)
-    registry: Registry | None = None
-    if suite.consents is not None:
-        registry = load_registry(base / suite.consents, policy)
-    return Suite(str(file), suite.cases, Engine(policy, registry))
+    consents: Registry | None = None
+    if registry is not None:
+        consents = open_registry(registry, policy)
+    elif suite.consents is not None:
+        consents = load_registry(base / suite.consents, policy)
+    return Suite(str(file), suite.cases, Engine(policy, consents))
 
 
-def run_suites(paths: list[str]) -> tuple[list[SuiteResult], list[InputError]]:
+def run_suites(paths: list[str], registry: str | None = None
+               ) -> tuple[list[SuiteResult], list[InputError]]:
     results: list[SuiteResult] = []
     errors: list[InputError] = []
     for path in paths:
         try:
-            results.append(load_suite(path).run())
+            results.append(load_suite(path, registry).run())
         except InputError as exc:
             errors.append(exc)
     return results, errors

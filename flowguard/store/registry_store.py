@@ -412,6 +412,12 @@ class RegistryStore:
         if self._pinned is None:
             self.db.close()
 
+    def __enter__(self) -> RegistryStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def _as_data(record: Consent | Guardianship | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(record, Consent | Guardianship):
