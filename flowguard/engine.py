@@ -131,6 +131,7 @@ class Engine:
         # consents name few distinct recipient, data and purpose lists: share their sets
         self._shared_sets: dict[object, frozenset[str]] = {}
         self._facts_revision = self.registry.revision
+        self._in_batch = False
         # a subject the registry does not know has no consents and counts as an adult
         self._unknown_subject = _SubjectFacts((), {}, (), *self._ages(None))
         self._permits: dict[tuple[str, str], tuple[_CompiledRule, ...]] = {}
@@ -204,16 +205,22 @@ class Engine:
             if any(r.senders is not None for r in rules))
 
     def _subject_facts(self, subject_id: str) -> _SubjectFacts:
-        revision = self.registry.revision
-        if revision != self._facts_revision:
-            self._forget_changes()
-            self._facts_revision = revision
+        if not self._in_batch:
+            self._sync_registry()
         facts = self._facts.get(subject_id)
         if facts is None:
             facts = self._compile_subject(subject_id)
             if facts is not self._unknown_subject:  # unknown ids must not grow the cache
                 self._facts[subject_id] = facts
         return facts
+
+    def _sync_registry(self) -> None:
+        """Read the registry's revision (one cheap query on a database) and drop the facts
+        of subjects changed since: a change committed anywhere is seen by the next check."""
+        revision = self.registry.revision
+        if revision != self._facts_revision:
+            self._forget_changes()
+            self._facts_revision = revision
 
     def _forget_changes(self) -> None:
         """Drop the compiled facts of subjects whose records changed since they were read.
@@ -301,10 +308,16 @@ class Engine:
         now = datetime.now(UTC)
         now_ts = now.timestamp()
         decide = self._decide
+        # the batch is decided at one instant, so against one revision of the registry
+        self._sync_registry()
+        self._in_batch = True
         # Decisions hold no reference cycles: collecting during a batch finds nothing, and
         # each collection it triggers moves the heap closer to a full (whole-heap) one.
-        with gc_paused():
-            return [decide(flow, now, now_ts) for flow in ready]
+        try:
+            with gc_paused():
+                return [decide(flow, now, now_ts) for flow in ready]
+        finally:
+            self._in_batch = False
 
     # ------------------------------------------------------------------ evaluation
 

@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from flowguard.model import Consent, Evidence, Guardianship, Instant, Model, Subject
 from flowguard.registry import SubjectRecords
@@ -90,32 +90,33 @@ class SubjectState:
     consents: dict[str, _ConsentState] = field(default_factory=dict)
     guardianships: dict[str, Guardianship] = field(default_factory=dict)
 
-    def apply(self, kind: str, record: str | None, body: dict[str, Any]) -> None:
+    def apply(self, kind: str, record: str | None, body: str | dict[str, Any]) -> None:
+        """Apply one event; `body` is its stored JSON text or that text parsed."""
         if kind == "subject.recorded":
-            self.subject = Subject.model_validate(body)
+            self.subject = _parse(Subject, body)
         elif kind == "consent.granted":
             assert record is not None
-            self.consents[record] = _ConsentState(Consent.model_validate(body), 1)
+            self.consents[record] = _ConsentState(_parse(Consent, body), 1)
         elif kind == "consent.corrected":
             assert record is not None
             old = self.consents[record]
-            self.consents[record] = _ConsentState(Consent.model_validate(body), old.version + 1,
+            self.consents[record] = _ConsentState(_parse(Consent, body), old.version + 1,
                                                   old.withdrawn_at, old.expires_at)
         elif kind == "consent.withdrawn":
             assert record is not None
             state = self.consents[record]
-            state.withdrawn_at = _earliest(state.withdrawn_at, _instant(body["withdrawn_at"]))
+            state.withdrawn_at = _earliest(state.withdrawn_at, _instant(body, "withdrawn_at"))
         elif kind == "consent.expired":
             assert record is not None
             state = self.consents[record]
-            state.expires_at = _earliest(state.expires_at, _instant(body["expires_at"]))
+            state.expires_at = _earliest(state.expires_at, _instant(body, "expires_at"))
         elif kind == "guardianship.added":
             assert record is not None
-            self.guardianships[record] = Guardianship.model_validate(body)
+            self.guardianships[record] = _parse(Guardianship, body)
         elif kind == "guardianship.ended":
             assert record is not None
             g = self.guardianships[record]
-            until = _earliest(g.valid_until, _instant(body["valid_until"]))
+            until = _earliest(g.valid_until, _instant(body, "valid_until"))
             self.guardianships[record] = g.model_copy(update={"valid_until": until})
         else:
             raise ValueError(f"unknown registry event kind `{kind}`")
@@ -133,13 +134,24 @@ class SubjectState:
                               tuple(self.guardianships.values()))
 
 
-def _instant(value: str) -> datetime:
-    return datetime.fromisoformat(value).astimezone(UTC)
+_R = TypeVar("_R", Subject, Consent, Guardianship)
 
 
-def replay(events: Iterable[tuple[str, str, str | None, dict[str, Any]]]
+def _parse(model: type[_R], body: str | dict[str, Any]) -> _R:
+    if isinstance(body, str):
+        return model.model_validate_json(body)
+    return model.model_validate(body)
+
+
+def _instant(body: str | dict[str, Any], key: str) -> datetime:
+    data = json.loads(body) if isinstance(body, str) else body
+    return datetime.fromisoformat(data[key]).astimezone(UTC)
+
+
+def replay(events: Iterable[tuple[str, str, str | None, str | dict[str, Any]]]
            ) -> dict[str, SubjectState]:
-    """Fold `(kind, subject, record, body)` tuples, in order, into each subject's state."""
+    """Fold `(kind, subject, record, body)` tuples, in order, into each subject's state
+    (`body` as stored JSON text or parsed)."""
     states: dict[str, SubjectState] = {}
     for kind, subject, record, body in events:
         state = states.get(subject)

@@ -160,8 +160,7 @@ class RegistryStore:
         rows = self.db.read(
             "SELECT kind, subject, record, body FROM registry_events "
             "WHERE subject = ? AND seq <= ? ORDER BY seq", (subject_id, self._upto()))
-        return replay((k, s, r, json.loads(b)) for k, s, r, b in rows).get(
-            subject_id, SubjectState())
+        return replay(rows).get(subject_id, SubjectState())
 
     def subject_of(self, record_id: str, kind: str) -> str | None:
         """The subject a consent (`consent.granted`) or guardianship (`guardianship.added`)
@@ -215,7 +214,7 @@ class RegistryStore:
                 state = states.get(subject)
                 if state is None:
                     state = states[subject] = SubjectState()
-                state.apply(kind, record, json.loads(body))
+                state.apply(kind, record, body)
             if len(rows) < 20000:
                 break
             since = rows[-1][0]
@@ -455,8 +454,7 @@ class _Writer:
         self.cursor.execute("SELECT kind, subject, record, body FROM registry_events "
                             "WHERE subject = ? ORDER BY seq", (subject_id,))
         rows = self.cursor.fetchall()
-        return replay((k, s, r, json.loads(b)) for k, s, r, b in rows).get(
-            subject_id, SubjectState())
+        return replay(rows).get(subject_id, SubjectState())
 
     def existing_records(self) -> dict[tuple[str, str], dict[str, Any]]:
         """The stored body of every subject, guardianship and consent as first recorded."""
