@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,10 @@ from flowguard.errors import Diagnostic, FlowError, InputError, RegistryError
 from flowguard.lint import lint
 from flowguard.model import Decision, Flow
 from flowguard.policy import load_policy
-from flowguard.registry import Registry
+from flowguard.registry import Registry, load_registry
 from flowguard.schema import SCHEMAS, json_schema
-from flowguard.store import RegistryStore, open_registry
-from flowguard.testing import SuiteResult, run_suites
+from flowguard.store import RegistryStore, init_database, open_registry, open_store, redact_url
+from flowguard.testing import SuiteResult, load_suite, run_suites
 
 MAX_FLOW_BYTES = 1024 * 1024
 MAX_FLOW_FILE_BYTES = 64 * MAX_FLOW_BYTES
@@ -237,29 +238,69 @@ def schema_command(kind: str) -> None:
 @click.option("--examples", default="policies", show_default=True,
               help="Folder holding the shipped examples.")
 def demo(examples: str) -> None:
-    """Check every flow of the shipped examples' test files and explain each decision."""
+    """Check every flow of the shipped examples' test files against their registries in an
+    embedded SQLite store, explain each decision, then show a withdrawal taking effect."""
     suites = sorted(Path(examples).glob("*/tests.yaml"))
     if not suites:
         err.print(f"no examples found under {examples}/ (run from the project's root)")
         sys.exit(EXIT_INPUT)
-    results, errors = run_suites([str(s) for s in suites])
-    for error in errors:
-        fail_input(error)
-    for result in results:
-        table = Table(title=result.file, show_lines=False, expand=True)
-        table.add_column("case", ratio=3)
-        table.add_column("decision", ratio=1)
-        table.add_column("why, and what would make it lawful", ratio=5)
-        for r in result.results:
-            d = r.decision
-            colour = "green" if d.permit else "red"
-            table.add_row(r.case.name, f"[{colour}]{d.decision}[/] {d.reason}",
-                          "\n".join(explain(d)))
-        out.print(table)
+    with tempfile.TemporaryDirectory(prefix="flowguard-demo-") as folder:
+        results = []
+        stores = {}
+        for suite in suites:
+            url = f"sqlite:///{Path(folder) / (suite.parent.name + '.db')}"
+            try:
+                _import_example(suite.parent, url)
+                results.append(load_suite(suite, registry=url).run())
+            except InputError as exc:
+                fail_input(exc)
+            stores[suite.parent.name] = url
+        for result in results:
+            table = Table(title=result.file, show_lines=False, expand=True)
+            table.add_column("case", ratio=3)
+            table.add_column("decision", ratio=1)
+            table.add_column("why, and what would make it lawful", ratio=5)
+            for r in result.results:
+                d = r.decision
+                colour = "green" if d.permit else "red"
+                table.add_row(r.case.name, f"[{colour}]{d.decision}[/] {d.reason}",
+                              "\n".join(explain(d)))
+            out.print(table)
+        if "aalborg-aktiv" in stores:
+            _demo_withdrawal(Path(examples) / "aalborg-aktiv", stores["aalborg-aktiv"])
     passed = sum(r.passed for r in results)
     failed = sum(r.failed for r in results)
     click.echo(f"{passed} passed, {failed} failed")
     sys.exit(EXIT_OK if failed == 0 else EXIT_DENY)
+
+
+def _import_example(example: Path, url: str) -> None:
+    init_database(url)
+    policy = load_policy(example)
+    with open_store(url, policy) as store:
+        store.import_records(load_registry(example / "consents.yaml", policy), by="demo")
+
+
+def _demo_withdrawal(example: Path, url: str) -> None:
+    """A citizen consents, then withdraws; the very next check of the same flow denies."""
+    flow = as_flow({"sender": "job-consultant", "recipient": "cafe-manager",
+                    "subject": "citizen-0609", "data": ["identity.name"],
+                    "purpose": "job-matching.employer-contact", "subprocess": "co-delivery"})
+    with open_store(url) as store:
+        engine = Engine(load_policy(example), store)
+        out.print(f"\n[bold]Consent and withdrawal[/] (registry {redact_url(url)})")
+        store.grant({"id": "k-demo", "subject": "citizen-0609", "given_by": "citizen-0609",
+                     "given_at": datetime.now(UTC).isoformat(),
+                     "recipients": [{"organization": "cafe-solsikke"}],
+                     "data": ["identity.name"], "purposes": ["job-matching"],
+                     "evidence": {"method": "signed-form"}}, by="demo")
+        out.print("$ flowguard consent grant --id k-demo --subject citizen-0609 "
+                  "--recipient cafe-solsikke --data identity.name --purpose job-matching",
+                  markup=False)
+        _print_decision(engine.check(flow))
+        store.withdraw("k-demo", by="demo")
+        out.print("$ flowguard consent withdraw k-demo", markup=False)
+        _print_decision(engine.check(flow))
 
 
 for _group in (registry, consent, subject, guardianship):

@@ -593,6 +593,11 @@ def test_demo_in_process() -> None:
     result = ok(invoke("demo", "--examples", ROOT / "policies"), 0)
     match = SUMMARY.match(last_line(result.stdout))
     assert match and int(match[1]) > 0 and match[2] == "0", result.stdout
+    # the registry is an embedded SQLite store; a withdrawal takes effect on the next check
+    scene = result.stdout[result.stdout.index("Consent and withdrawal"):]
+    assert "registry sqlite:///" in scene
+    assert scene.index("PERMIT") < scene.index("consent withdraw k-demo") < scene.index("DENY")
+    assert "consent `k-demo` was withdrawn" in scene
 
 
 def test_demo_without_examples_exits_2(tmp_path: Path) -> None:
