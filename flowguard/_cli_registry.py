@@ -364,9 +364,10 @@ def consent_expire(consent_id: str, registry_url: str, by: str | None,
 @registry_option
 @json_option
 @click.option("--fhir", is_flag=True, help="Print it as a FHIR R5 Consent resource.")
+@click.option("--fhir-map", help="With --fhir: map ids back to FHIR references and codes.")
 @click.option("--as-of", "as_of", help="As recorded at this time.")
 def consent_show(consent_id: str, registry_url: str, as_json: bool, fhir: bool,
-                 as_of: str | None) -> None:
+                 fhir_map: str | None, as_of: str | None) -> None:
     """Show the current version of a consent and its status."""
     with _store(registry_url) as store:
         found = _view(store, as_of).consent(consent_id)
@@ -376,9 +377,10 @@ def consent_show(consent_id: str, registry_url: str, as_json: bool, fhir: bool,
         record, version = found
         status = consent_status(record, datetime.now(UTC))
         if fhir:
-            from flowguard.fhir import consent_to_fhir
+            from flowguard.fhir import consent_to_fhir, load_fhir_mapping
 
-            _echo_json(consent_to_fhir(record))
+            mapping = load_fhir_mapping(fhir_map) if fhir_map else None
+            _echo_json(consent_to_fhir(record, mapping))
         elif as_json:
             _echo_json({"version": version, "status": status,
                         "consent": record.model_dump(mode="json", exclude_none=True)})

@@ -371,14 +371,23 @@ class RegistryStore:
         subjects = registry.subjects
         consents = registry.all_consents()
         guardianships = registry.all_guardianships()
-        if self.policy is not None:
-            validate_records(_as_file(subjects, guardianships, consents), source=source,
-                             policy=self.policy)
         added = [0, 0, 0]
         unchanged = 0
         problems: list[Diagnostic] = []
         with self._transaction() as w:
             existing = w.existing_records() if w.revision else {}
+
+            def known(subject_id: str) -> bool:
+                return subject_id in subjects or ("subject.recorded", subject_id) in existing
+
+            if self.policy is not None:
+                validate_records(_as_file(subjects, guardianships, consents), source=source,
+                                 policy=self.policy, known_subject=known)
+            unknown = sum(not known(r.subject) for r in (*guardianships, *consents))
+            if unknown:
+                problems.append(Diagnostic(
+                    f"{unknown} record(s) name a subject that is neither in the import nor "
+                    "recorded in the registry", source, code="unknown-reference"))
             rows: list[tuple[str, str, str | None, Evidence | None, dict[str, Any]]] = []
             batches: tuple[tuple[str, str, list[tuple[str, Any]]], ...] = (
                 ("subject.recorded", "subject", list(subjects.items())),

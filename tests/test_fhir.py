@@ -1,0 +1,757 @@
+"""FHIR Consent import (R4/R5) and export (R5): official HL7 examples, guardians, deny
+narrowing (exact or refused), malformed input, and the export -> import round trip."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import flowguard
+from flowguard import Engine, InMemoryRegistry, RegistryError
+from flowguard.fhir import (
+    FhirImport,
+    FhirMapping,
+    consent_from_fhir,
+    consent_from_fhir_file,
+    consent_to_fhir,
+    load_fhir_mapping,
+)
+from flowguard.model import Consent, Evidence, Policy, Selector
+
+from .conftest import EXAMPLES
+
+DATA = Path(__file__).resolve().parent / "data" / "fhir"
+MAP = DATA / "map.yaml"
+AALBORG = EXAMPLES / "aalborg-aktiv"
+
+Write = Callable[[str, str], Path]
+
+
+@pytest.fixture(scope="module")
+def mapping() -> FhirMapping:
+    return load_fhir_mapping(MAP)
+
+
+@pytest.fixture(scope="module")
+def policy() -> Policy:
+    return flowguard.load_policy(AALBORG / "policy.yaml")
+
+
+def _official(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((DATA / name).read_text(encoding="utf-8"))
+    return data
+
+
+def _refused(resource: Any, mapping: FhirMapping, policy: Policy | None = None
+             ) -> RegistryError:
+    with pytest.raises(RegistryError) as info:
+        consent_from_fhir(resource, mapping, policy, source="test.json")
+    return info.value
+
+
+def _codes(error: RegistryError) -> set[str]:
+    return {d.code for d in error.diagnostics}
+
+
+def _messages(error: RegistryError | FhirImport) -> list[str]:
+    diags = error.diagnostics if isinstance(error, RegistryError) else error.unmapped
+    return [d.message for d in diags]
+
+
+def _utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+# --------------------------------------------------------------------------- official data
+
+# Every official example, and what must become of it with tests/data/fhir/map.yaml and the
+# Aalborg Aktiv policy: refused (error code, JSON path) or imported.
+REFUSED = {
+    "r4/Consent-consent-example-Out.json":
+        ("base-deny", "Consent.policyRule"),          # OPTOUT: a refusal, not a consent
+    "r4/Consent-consent-example-grantor.json":
+        ("base-deny", "Consent.policyRule"),          # OPTOUT
+    "r4/Consent-consent-example-notAuthor.json":      # permit limited to a custodian (CST)
+        ("unsupported-actor-role", "Consent.provision.actor[0].role"),
+    "r4/Consent-consent-example-signature.json":      # nested permit limited to an author
+        ("unsupported-actor-role", "Consent.provision.provision[0].actor[0].role"),
+    "r4/Consent-consent-example-smartonfhir.json":    # grants to whoever holds the token
+        ("no-recipient", "Consent.provision.provision[0]"),
+    "r5/Consent-consent-example-smartonfhir.json":
+        ("no-recipient", "Consent.provision[0]"),
+    "r5/Consent-consent-example-CDA.json":            # deny limited to an author (AUT)
+        ("unsupported-actor-role", "Consent.provision[0].provision[0].actor[0].role"),
+    "r6/Consent-consent-example-smartonfhir.json":
+        ("no-recipient", "Consent.provision[0]"),
+    "r6/Consent-consent-example-CDA.json":
+        ("unsupported-actor-role", "Consent.provision[0].provision[0].actor[0].role"),
+    "r6/Consent-consent-example-notAuthor.json":
+        ("unsupported-actor-role", "Consent.provision[0].actor[0].role"),
+}
+IMPORTED = {"r4/Consent-consent-example-notThem.json"}
+
+
+def test_every_official_example_is_classified() -> None:
+    found = {str(p.relative_to(DATA)) for p in DATA.glob("r*/*.json")}
+    assert found == set(REFUSED) | IMPORTED
+    assert {p.split("/")[0] for p in found} == {"r4", "r5", "r6"}
+
+
+def test_official_examples_are_byte_exact_as_recorded_in_source_md() -> None:
+    source = (DATA / "SOURCE.md").read_text(encoding="utf-8")
+    recorded = dict(re.findall(r"^\| `(r\d/[^`]+\.json)` \|.*\| `([0-9a-f]{64})` \|$", source,
+                               re.M))
+    assert set(recorded) == set(REFUSED) | IMPORTED
+    for name, digest in recorded.items():
+        assert hashlib.sha256((DATA / name).read_bytes()).hexdigest() == digest, name
+    assert "CC0" in source
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_official_example_is_refused_with_its_reason(name: str, mapping: FhirMapping,
+                                                    policy: Policy) -> None:
+    code, path = REFUSED[name]
+    with pytest.raises(RegistryError) as info:
+        consent_from_fhir_file(DATA / name, mapping, policy)
+    error = info.value
+    assert code in _codes(error), error
+    hit = next(d for d in error.diagnostics if d.code == code)
+    assert hit.message.startswith(path + ": "), hit.message
+    assert hit.file == str(DATA / name) and hit.line is not None
+    # the JSON text at the reported line is the element the message names
+    lines = (DATA / name).read_text(encoding="utf-8").splitlines()
+    if name.startswith("r4/"):                  # (r5/, r6/ are one-line compact JSON)
+        element = path.rsplit(".", 1)[-1].split("[")[0]
+        assert element in lines[hit.line - 1] + lines[hit.line - 2]
+    assert all(d.severity == "error" for d in error.diagnostics)
+    _assert_no_identifiers(error, _official(name))
+
+
+def test_official_not_them_r4_imports_with_what_it_could_not_represent(
+        mapping: FhirMapping, policy: Policy) -> None:
+    result = consent_from_fhir_file(DATA / "r4/Consent-consent-example-notThem.json",
+                                    mapping, policy)
+    (consent,) = result.consents
+    assert consent == Consent(
+        id="fhir-consent-example-notThem", subject="citizen-0042", given_by="citizen-0042",
+        # a date alone counts from the end of that day (UTC): never earlier than given
+        given_at=datetime(2015, 11, 19, tzinfo=UTC),
+        recipients=(Selector(actor=("care-staff",)),),
+        data=("work",), purposes=("follow-up",),                 # the map's defaults
+        subprocesses=("co-design", "co-delivery"), explicit=True,
+        evidence=Evidence(method="FHIR Consent", reference="Consent/consent-example-notThem"))
+    warnings = {d.message.split(":")[0]: d for d in result.unmapped}
+    assert all(d.severity == "warning" for d in result.unmapped)
+    for path in ("Consent.text", "Consent.scope", "Consent.category", "Consent.organization",
+                 "Consent.sourceAttachment", "Consent.provision.action[1]"):
+        assert path in warnings, sorted(warnings)
+    assert "not represented" in warnings["Consent.provision.action[1]"].message  # `correct`
+    assert any("default_grantor" in m for m in _messages(result))
+    assert warnings["Consent.provision.action[1]"].line is not None
+
+
+def test_official_example_without_policy_imports_the_same(mapping: FhirMapping) -> None:
+    with_file = consent_from_fhir_file(DATA / "r4/Consent-consent-example-notThem.json", mapping)
+    parsed = consent_from_fhir(_official("r4/Consent-consent-example-notThem.json"), mapping)
+    assert with_file.consents == parsed.consents
+    assert [d.message for d in with_file.unmapped] == [d.message for d in parsed.unmapped]
+    assert all(d.line is None for d in parsed.unmapped)
+
+
+def _assert_no_identifiers(error: RegistryError, resource: dict[str, Any]) -> None:
+    text = str(error)
+    for key in ("patient", "subject"):
+        ref = resource.get(key, {}).get("reference")
+        if ref:
+            assert ref not in text
+    assert "Traceback" not in text
+
+
+# --------------------------------------------------------------------------- guardians
+
+
+def _smart_r4_with_recipient() -> dict[str, Any]:
+    """The official R4 SMART on FHIR example with the one thing it lacks: a recipient."""
+    resource = _official("r4/Consent-consent-example-smartonfhir.json")
+    resource["provision"]["actor"] = [{
+        "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/"
+                             "v3-ParticipationType", "code": "PRCP"}]},
+        "reference": {"reference": "Practitioner/13"}}]
+    return resource
+
+
+def test_related_person_grantor_becomes_the_guardian(mapping: FhirMapping,
+                                                     policy: Policy) -> None:
+    result = consent_from_fhir(_smart_r4_with_recipient(), mapping, policy)
+    (consent,) = result.consents
+    assert consent.subject == "citizen-0233"
+    assert consent.given_by == "person-anne"          # RelatedPerson/peter, via `persons`
+    assert consent.recipients == (Selector(actor=("job-consultant",)),)
+    assert consent.data == ("health.medication",)       # class MedicationRequest
+    assert consent.given_at == _utc("2016-06-23T17:02:33+10:00")
+    assert consent.expires_at == _utc("2016-06-23T17:32:33+10:00")   # the 30-minute token
+    assert any("narrowing its parent" in m for m in _messages(result))
+
+
+def test_patient_grantor_is_the_subject(mapping: FhirMapping) -> None:
+    resource = _smart_r4_with_recipient()
+    resource["performer"] = [{"reference": "Patient/xcda"}]
+    (consent,) = consent_from_fhir(resource, mapping).consents
+    assert consent.given_by == consent.subject == "citizen-0233"
+
+
+def test_unmapped_grantor_is_refused_without_naming_it(mapping: FhirMapping) -> None:
+    resource = _smart_r4_with_recipient()
+    resource["performer"] = [{"reference": "RelatedPerson/unknown-aunt-77"}]
+    error = _refused(resource, mapping)
+    assert "unmapped-grantor" in _codes(error)
+    assert "unknown-aunt-77" not in str(error)
+    assert "Consent.performer[0]" in str(error)
+
+
+def test_two_different_grantors_are_refused(mapping: FhirMapping) -> None:
+    resource = _smart_r4_with_recipient()
+    resource["performer"].append({"reference": "Patient/xcda"})
+    assert "several-grantors" in _codes(_refused(resource, mapping))
+
+
+def _r5(provision: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        "resourceType": "Consent", "id": "k1", "status": "active",
+        "subject": {"reference": "Patient/72"}, "date": "2026-02-01T10:00:00Z",
+        "grantor": [{"reference": "RelatedPerson/peter"}], "decision": "permit",
+        "provision": provision}
+    resource.update(extra)
+    return resource
+
+
+def _code(code: str) -> dict[str, Any]:
+    return {"coding": [{"system": "http://example.org/fhir/data", "code": code}]}
+
+
+def _actor(ref: str) -> dict[str, Any]:
+    return {"reference": {"reference": ref}}
+
+
+PURPOSE_JOB = {"system": "http://example.org/fhir/purpose", "code": "job-matching"}
+PURPOSE_EMPLOYER = {"system": "http://example.org/fhir/purpose", "code": "employer-contact"}
+
+
+def test_guardian_consent_from_fhir_is_honoured_by_the_engine(mapping: FhirMapping,
+                                                              policy: Policy) -> None:
+    """A guardian's consent imported from R5 FHIR decides flows like one written in YAML:
+    permitted while the guardianship (health, until 2026-07-01) lasts, not after."""
+    resource = _r5([{"actor": [_actor("Practitioner/13")], "code": [_code("health")],
+                     "purpose": [PURPOSE_JOB]}])
+    (consent,) = consent_from_fhir(resource, mapping, policy).consents
+    assert consent.given_by == "person-anne" and consent.subject == "citizen-0107"
+    base = flowguard.load_registry(AALBORG / "consents.yaml", policy)
+    registry = InMemoryRegistry(base.subjects, base.all_guardianships(),
+                                [*base.all_consents(), consent])
+    engine = Engine(policy, registry)
+    flow = {"sender": "care-staff", "recipient": "job-consultant", "subject": "citizen-0107",
+            "data": ["health.medication"], "purpose": "job-matching",
+            "subprocess": "co-design", "at": "2026-03-01T10:00:00Z"}
+    decision = engine.check(flow)
+    assert decision.permit, decision
+    assert decision.categories[0].basis is not None
+    assert decision.categories[0].basis.consent == "fhir-k1"
+    later = engine.check({**flow, "at": "2026-08-01T10:00:00Z"})
+    assert not later.permit and later.reason == "GRANTOR_AUTHORITY_ENDED"
+
+
+# --------------------------------------------------------------------------- deny narrowing
+
+
+def test_denied_sub_category_leaves_its_siblings(mapping: FhirMapping, policy: Policy) -> None:
+    resource = _r5([{"actor": [_actor("Practitioner/13")], "code": [_code("health")],
+                     "purpose": [PURPOSE_JOB],
+                     "provision": [{"securityLabel": [{
+                         "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                         "code": "PSY"}]}]}])
+    (consent,) = consent_from_fhir(resource, mapping, policy).consents
+    assert consent.data == ("health.diagnosis", "health.medication")   # health minus mental
+    assert consent.recipients == (Selector(actor=("job-consultant",)),)
+
+
+def test_denied_sub_category_without_the_policy_is_refused(mapping: FhirMapping) -> None:
+    resource = _r5([{"actor": [_actor("Practitioner/13")], "code": [_code("health")],
+                     "purpose": [PURPOSE_JOB],
+                     "provision": [{"securityLabel": [{
+                         "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                         "code": "PSY"}]}]}])
+    error = _refused(resource, mapping)
+    assert "inexact-deny" in _codes(error)
+    assert "Consent.provision[0].provision[0]: this deny cannot be represented" in str(error)
+
+
+def test_deny_covering_the_permit_leaves_nothing_and_is_refused(mapping: FhirMapping) -> None:
+    resource = _r5([{"actor": [_actor("Practitioner/13")], "code": [_code("work-capacity")],
+                     "purpose": [PURPOSE_JOB], "provision": [{"code": [_code("work")]}]}])
+    assert "empty" in _codes(_refused(resource, mapping))
+
+
+def test_disjoint_deny_changes_nothing(mapping: FhirMapping) -> None:
+    resource = _r5([{"actor": [_actor("Practitioner/13")], "code": [_code("work")],
+                     "purpose": [PURPOSE_JOB], "provision": [{"code": [_code("health")]}]}])
+    (consent,) = consent_from_fhir(resource, mapping).consents
+    assert consent.data == ("work",)
+
+
+def test_denied_actor_is_taken_out_of_an_organization(mapping: FhirMapping,
+                                                      policy: Policy) -> None:
+    resource = _r5([{"actor": [_actor("Organization/jobcenter")], "code": [_code("work")],
+                     "purpose": [PURPOSE_JOB],
+                     "provision": [{"actor": [_actor("Practitioner/f001")]}]}])
+    (consent,) = consent_from_fhir(resource, mapping, policy).consents
+    # aalborg-kommune has the case worker and the job consultant; the case worker is denied
+    assert consent.recipients == (Selector(actor=("job-consultant",)),)
+    error = _refused(resource, mapping)                      # no policy: no actor list
+    assert "inexact-deny" in _codes(error)
+
+
+def test_denied_period_splits_the_consent(mapping: FhirMapping) -> None:
+    resource = _r5([{"actor": [_actor("Practitioner/13")], "code": [_code("work")],
+                     "purpose": [PURPOSE_JOB],
+                     "period": {"start": "2026-03-01T00:00:00Z", "end": "2027-01-01T00:00:00Z"},
+                     "provision": [{"period": {"start": "2026-06-01T00:00:00Z",
+                                               "end": "2026-07-01T00:00:00Z"}}]}])
+    first, second = consent_from_fhir(resource, mapping).consents
+    assert (first.id, second.id) == ("fhir-k1-1", "fhir-k1-2")
+    assert (first.given_at, first.expires_at) == (_utc("2026-03-01T00:00:00+00:00"),
+                                                  _utc("2026-06-01T00:00:00+00:00"))
+    assert (second.given_at, second.expires_at) == (_utc("2026-07-01T00:00:00+00:00"),
+                                                    _utc("2027-01-01T00:00:00+00:00"))
+
+
+def test_denied_sub_purpose_cannot_be_represented(mapping: FhirMapping, policy: Policy) -> None:
+    resource = _r5([{"actor": [_actor("Practitioner/13")], "code": [_code("work")],
+                     "purpose": [PURPOSE_JOB], "provision": [{"purpose": [PURPOSE_EMPLOYER]}]}])
+    error = _refused(resource, mapping, policy)
+    assert "inexact-deny" in _codes(error)
+    assert "covers all its sub-purposes" in str(error)
+
+
+def test_denied_purpose_out_of_two(mapping: FhirMapping) -> None:
+    treat = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT"}
+    resource = _r5([{"actor": [_actor("Practitioner/13")], "code": [_code("work")],
+                     "purpose": [PURPOSE_JOB, treat], "provision": [{"purpose": [treat]}]}])
+    (consent,) = consent_from_fhir(resource, mapping).consents
+    assert consent.purposes == ("job-matching",)
+
+
+def test_unmapped_code_in_a_deny_is_refused_naming_its_path(mapping: FhirMapping) -> None:
+    resource = _r5([{"actor": [_actor("Practitioner/13")], "code": [_code("work")],
+                     "purpose": [PURPOSE_JOB],
+                     "provision": [{"securityLabel": [
+                         {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                          "code": "PSY"},
+                         {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                          "code": "ETH"}]}]}])
+    error = _refused(resource, mapping)
+    (diag,) = [d for d in error.diagnostics if d.code == "unmapped-deny"]
+    assert diag.message.startswith("Consent.provision[0].provision[0].securityLabel[1]: ")
+
+
+def test_unmapped_code_in_a_permit_narrows_and_is_reported(mapping: FhirMapping) -> None:
+    resource = _r5([{"actor": [_actor("Practitioner/13"), _actor("Practitioner/nobody")],
+                     "code": [_code("work"), _code("unknown-thing")],
+                     "purpose": [PURPOSE_JOB]}])
+    result = consent_from_fhir(resource, mapping)
+    (consent,) = result.consents
+    assert consent.data == ("work",) and len(consent.recipients) == 1
+    paths = {m.split(":")[0] for m in _messages(result)}
+    assert {"Consent.provision[0].code[1]", "Consent.provision[0].actor[1].reference"} <= paths
+    assert not any("Practitioner/nobody" in m for m in _messages(result))
+
+
+def test_deny_that_only_restricts_other_actions_changes_nothing(mapping: FhirMapping) -> None:
+    correct = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentaction",
+                           "code": "correct"}]}
+    resource = _r5([{"actor": [_actor("Practitioner/13")], "code": [_code("work")],
+                     "purpose": [PURPOSE_JOB],
+                     "provision": [{"action": [correct], "code": [_code("work")]}]}])
+    result = consent_from_fhir(resource, mapping)
+    assert result.consents[0].data == ("work",)
+    assert any("changes nothing" in m for m in _messages(result))
+
+
+def test_permit_nested_in_deny_is_permitted_again(mapping: FhirMapping, policy: Policy) -> None:
+    psy = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "PSY"}
+    resource = _r5([{"actor": [_actor("Organization/jobcenter")], "code": [_code("health")],
+                     "purpose": [PURPOSE_JOB],
+                     "provision": [{"securityLabel": [psy],
+                                    "provision": [{"actor": [_actor("Practitioner/13")]}]}]}])
+    consents = consent_from_fhir(resource, mapping, policy).consents
+    assert [(c.recipients, c.data) for c in consents] == [
+        ((Selector(organization=("aalborg-kommune",)),),
+         ("health.diagnosis", "health.medication")),
+        ((Selector(organization=("aalborg-kommune",), actor=("job-consultant",)),),
+         ("health.mental",)),
+    ]
+
+
+def test_r4_nested_deny_narrows(mapping: FhirMapping, policy: Policy) -> None:
+    resource = _official("r4/Consent-consent-example-notThem.json")
+    resource["provision"]["code"] = [_code("health")]
+    resource["provision"]["provision"] = [{"type": "deny", "class": [
+        {"system": "http://hl7.org/fhir/resource-types", "code": "MedicationRequest"}]}]
+    (consent,) = consent_from_fhir(resource, mapping, policy).consents
+    assert consent.data == ("health.diagnosis", "health.mental")
+
+
+def test_r4_deny_in_deny_and_untyped_nested_provisions_are_refused(
+        mapping: FhirMapping) -> None:
+    resource = _official("r4/Consent-consent-example-notThem.json")
+    resource["provision"]["provision"] = [{"type": "deny", "provision": [{"type": "deny"}]},
+                                          {"code": [_code("work")]}]
+    error = _refused(resource, mapping)
+    assert {"unsupported", "missing"} <= _codes(error)
+
+
+@pytest.mark.parametrize("element,value", [
+    ("dataPeriod", {"start": "2020-01-01"}),
+    ("expression", {"language": "text/fhirpath", "expression": "true"}),
+    ("modifierExtension", [{"url": "http://example.org/x", "valueBoolean": True}]),
+    ("data", [{"meaning": "authoredby", "reference": {"reference": "Practitioner/13"}}]),
+])
+def test_restrictions_flowguard_cannot_represent_are_refused(element: str, value: Any,
+                                                             mapping: FhirMapping) -> None:
+    provision = {"actor": [_actor("Practitioner/13")], "code": [_code("work")],
+                 "purpose": [PURPOSE_JOB], element: value}
+    assert "unsupported" in _codes(_refused(_r5([provision]), mapping))
+
+
+LEAVES = ("health.diagnosis", "health.medication", "health.mental", "work.capacity",
+          "work.preferences", "work.schedule")
+NODES = ("health", "work", *LEAVES)
+CODE_OF = {"health": "health", "work": "work", "work.capacity": "work-capacity",
+           "health.medication": None, "health.mental": None}
+
+
+@settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@given(permitted=st.lists(st.sampled_from(NODES), min_size=1, max_size=3, unique=True),
+       denied=st.lists(st.sampled_from(NODES), min_size=1, max_size=3, unique=True))
+def test_deny_narrowing_is_exact_on_every_leaf(permitted: list[str], denied: list[str]) -> None:
+    """Whatever is permitted and denied, a leaf is covered by the import exactly when the
+    permit covers it and no deny does (the import never widens, and never loses more)."""
+    policy = flowguard.load_policy(AALBORG / "policy.yaml")
+    data = {f"http://example.org/c|{c}": c for c in NODES}
+    mapping = FhirMapping(recipients={"Practitioner/13": Selector(actor=("job-consultant",))},
+                          data=data, default_purposes=("job-matching",),
+                          default_grantor="subject", subjects={"Patient/1": "s-1"})
+
+    def codes(cats: list[str]) -> list[dict[str, Any]]:
+        return [{"coding": [{"system": "http://example.org/c", "code": c}]} for c in cats]
+
+    resource = {"resourceType": "Consent", "id": "p", "status": "active",
+                "subject": {"reference": "Patient/1"}, "date": "2026-01-01T00:00:00Z",
+                "decision": "permit",
+                "provision": [{"actor": [_actor("Practitioner/13")], "code": codes(permitted),
+                               "provision": [{"code": codes(denied)}]}]}
+
+    def under(cats: Any, leaf: str) -> bool:
+        return any(leaf == c or leaf.startswith(c + ".") for c in cats)
+
+    expected = {leaf for leaf in LEAVES if under(permitted, leaf) and not under(denied, leaf)}
+    try:
+        consents = consent_from_fhir(resource, mapping, policy).consents
+    except RegistryError as exc:
+        assert not expected and "empty" in _codes(exc)
+        return
+    assert {leaf for leaf in LEAVES if any(under(c.data, leaf) for c in consents)} == expected
+
+
+# --------------------------------------------------------------------------- malformed
+
+
+@pytest.mark.parametrize("resource", [[], "Consent", None, 42, [{"resourceType": "Consent"}]])
+def test_a_resource_must_be_a_json_object(resource: Any, mapping: FhirMapping) -> None:
+    error = _refused(resource, mapping)
+    assert _codes(error) == {"type"}
+    assert "must be a JSON object" in str(error)
+
+
+def test_wrong_resource_type(mapping: FhirMapping) -> None:
+    resource = _official("r4/Consent-consent-example-notThem.json")
+    resource["resourceType"] = "Patient"
+    error = _refused(resource, mapping)
+    assert _codes(error) == {"not-consent"}
+    assert str(error).startswith("test.json: error: Consent.resourceType: ")
+
+
+def test_missing_subject(mapping: FhirMapping) -> None:
+    resource = _official("r4/Consent-consent-example-notThem.json")
+    del resource["patient"]
+    error = _refused(resource, mapping)
+    assert "missing" in _codes(error) and "Consent.patient: the consent names no subject" in \
+        str(error)
+
+
+@pytest.mark.parametrize("value,code", [
+    ("2026-02-01T10:00:00", "no-zone"), ("2026-02", "imprecise-time"),
+    ("yesterday", "invalid"), (20260201, "type")])
+def test_bad_consent_times_are_refused(value: Any, code: str, mapping: FhirMapping) -> None:
+    resource = _r5([{"actor": [_actor("Practitioner/13")], "code": [_code("work")],
+                     "purpose": [PURPOSE_JOB]}], date=value)
+    error = _refused(resource, mapping)
+    assert code in _codes(error)
+    assert "Consent.date: " in str(error)
+
+
+def test_naive_period_is_refused_too(mapping: FhirMapping) -> None:
+    resource = _r5([{"actor": [_actor("Practitioner/13")], "code": [_code("work")],
+                     "purpose": [PURPOSE_JOB], "period": {"end": "2026-12-31T23:59:59"}}])
+    error = _refused(resource, mapping)
+    assert "Consent.provision[0].period.end: time has no zone" in str(error)
+
+
+@pytest.mark.parametrize("subject", [
+    {"reference": "Patient/0101901234"},
+    {"identifier": {"system": "urn:oid:1.2.208.176.1.2", "value": "0101901234"}},
+])
+def test_unmapped_subject_is_refused_without_leaking_the_identifier(
+        subject: dict[str, Any], mapping: FhirMapping, write: Write) -> None:
+    resource = _r5([{"actor": [_actor("Practitioner/13")], "code": [_code("work")],
+                     "purpose": [PURPOSE_JOB]}], subject=subject)
+    error = _refused(resource, mapping)
+    assert "unmapped-subject" in _codes(error)
+    assert "0101901234" not in str(error)
+    assert "Consent.subject: the subject reference is not in the mapping" in str(error)
+    path = write("consent.json", json.dumps(resource, indent=2))
+    with pytest.raises(RegistryError) as info:
+        consent_from_fhir_file(path, mapping)
+    (diag,) = [d for d in info.value.diagnostics if d.code == "unmapped-subject"]
+    assert diag.line is not None and "subject" in path.read_text().splitlines()[diag.line - 1]
+    assert "0101901234" not in str(info.value)
+
+
+def test_malformed_json_file_is_a_registry_error(write: Write, mapping: FhirMapping) -> None:
+    path = write("consent.json", '{"resourceType": "Consent", "id": }')
+    with pytest.raises(RegistryError) as info:
+        consent_from_fhir_file(path, mapping)
+    (diag,) = info.value.diagnostics
+    assert diag.code == "json" and diag.line == 1
+
+
+@pytest.mark.parametrize("status", ["draft", "proposed", "rejected", "entered-in-error",
+                                    "not-done", "unknown"])
+def test_only_active_and_inactive_consents_import(status: str, mapping: FhirMapping) -> None:
+    resource = _r5([{"actor": [_actor("Practitioner/13")], "code": [_code("work")],
+                     "purpose": [PURPOSE_JOB]}], status=status)
+    assert _codes(_refused(resource, mapping)) == {"status"}
+
+
+def test_inactive_consent_is_withdrawn_at_its_last_update(mapping: FhirMapping) -> None:
+    provision = [{"actor": [_actor("Practitioner/13")], "code": [_code("work")],
+                  "purpose": [PURPOSE_JOB]}]
+    resource = _r5(provision, status="inactive",
+                   meta={"lastUpdated": "2026-04-01T08:00:00+02:00"})
+    (consent,) = consent_from_fhir(resource, mapping).consents
+    assert consent.withdrawn_at == _utc("2026-04-01T06:00:00+00:00")
+    error = _refused(_r5(provision, status="inactive"), mapping)
+    assert _codes(error) == {"no-withdrawal-time"}
+
+
+def test_base_deny_is_not_a_consent(mapping: FhirMapping) -> None:
+    resource = _r5([{"actor": [_actor("Practitioner/13")], "code": [_code("work")],
+                     "purpose": [PURPOSE_JOB]}], decision="deny")
+    assert _codes(_refused(resource, mapping)) == {"base-deny"}
+
+
+def test_r5_needs_a_decision(mapping: FhirMapping) -> None:
+    resource = _r5([{"actor": [_actor("Practitioner/13")], "code": [_code("work")],
+                     "purpose": [PURPOSE_JOB]}])
+    del resource["decision"]
+    assert _codes(_refused(resource, mapping)) == {"no-decision"}
+
+
+def test_r5_grantee_restricts_every_provision(mapping: FhirMapping, policy: Policy) -> None:
+    resource = _r5([{"actor": [_actor("Practitioner/13")], "code": [_code("work")],
+                     "purpose": [PURPOSE_JOB]}],
+                   grantee=[{"reference": "Organization/jobcenter"}])
+    (consent,) = consent_from_fhir(resource, mapping, policy).consents
+    assert consent.recipients == (Selector(actor=("job-consultant",),
+                                           organization=("aalborg-kommune",)),)
+    resource["grantee"] = [{"reference": "Organization/unknown"}]      # unmapped: nothing left
+    error = _refused(resource, mapping)
+    assert _codes(error) == {"empty"}
+
+
+def test_mixed_versions_and_unknown_elements_are_refused(mapping: FhirMapping) -> None:
+    resource = _r5([], patient={"reference": "Patient/72"})
+    assert "mixed-version" in _codes(_refused(resource, mapping))
+    resource = _r5([{"actor": [_actor("Practitioner/13")], "code": [_code("work")],
+                     "purpose": [PURPOSE_JOB], "colour": "blue"}], flavour="vanilla")
+    error = _refused(resource, mapping)
+    assert {d.message.split(":")[0] for d in error.diagnostics} == {
+        "Consent.flavour", "Consent.provision[0].colour"}
+
+
+def test_policy_rejects_what_it_does_not_know(mapping: FhirMapping, policy: Policy) -> None:
+    odd = mapping.model_copy(update={
+        "data": {**mapping.data, "http://example.org/fhir/data|x": "health.dental"},
+        "recipients": {**mapping.recipients, "Organization/x": Selector(role=("chef",))}})
+    resource = _r5([{"actor": [_actor("Organization/x")], "code": [
+        {"coding": [{"system": "http://example.org/fhir/data", "code": "x"}]}],
+        "purpose": [PURPOSE_JOB]}])
+    error = _refused(resource, odd, policy)
+    messages = " | ".join(_messages(error))
+    assert "unknown data category `health.dental`" in messages
+    assert "unknown role `chef`" in messages
+    assert consent_from_fhir(resource, odd).consents       # without a policy: no check
+
+
+def test_no_data_or_purpose_without_defaults_is_refused(mapping: FhirMapping) -> None:
+    strict = mapping.model_copy(update={"default_data": None, "default_purposes": None})
+    resource = _r5([{"actor": [_actor("Practitioner/13")]}])
+    assert {"no-data", "no-purpose"} <= _codes(_refused(resource, strict))
+    (consent,) = consent_from_fhir(resource, mapping).consents
+    assert (consent.data, consent.purposes) == (("work",), ("follow-up",))
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8)
+    | st.sampled_from(["Consent", "permit", "deny", "active", "Patient/72", "2026-01-01",
+                       "2026-01-01T00:00:00Z", "2026-01-01T00:00:00"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["resourceType", "status", "subject", "patient", "provision", "actor",
+                         "reference", "date", "dateTime", "decision", "code", "coding",
+                         "system", "period", "start", "type", "grantor", "id", "purpose"]),
+        inner, max_size=5),
+    max_leaves=25)
+
+
+@settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(resource=JSON)
+def test_arbitrary_json_never_raises_anything_but_registry_error(resource: Any) -> None:
+    mapping = load_fhir_mapping(MAP)
+    try:
+        consent_from_fhir(resource, mapping)
+    except RegistryError as exc:
+        assert exc.diagnostics and all(d.severity == "error" for d in exc.diagnostics)
+
+
+# --------------------------------------------------------------------------- the map
+
+
+def test_map_errors_name_file_and_line_but_not_subject_keys(write: Write) -> None:
+    text = ("subjects:\n  \"urn:oid:1.2.208.176.1.2|0101901234\": \"not an id!\"\n"
+            "  \"0101901234\": citizen-1\n"
+            "recipeints: {}\n")
+    path = write("map.yaml", text)
+    with pytest.raises(RegistryError) as info:
+        load_fhir_mapping(path)
+    found = {(d.line, d.code) for d in info.value.diagnostics}
+    assert found == {(2, "type"), (3, "invalid"), (4, "unknown-key")}
+    assert "0101901234" not in str(info.value)
+    assert "did you mean `recipients`?" in str(info.value)
+
+
+def test_map_normalises_resource_type_keys(write: Write) -> None:
+    mapping = load_fhir_mapping(write("map.yaml", "data: {\"class:Observation\": health}\n"))
+    assert mapping.data == {"http://hl7.org/fhir/resource-types|Observation": "health"}
+    with pytest.raises(RegistryError) as info:
+        load_fhir_mapping(write("map.yaml", "data: {observations: health}\n"))
+    assert "not `system|code`" in str(info.value) and info.value.diagnostics[0].line == 1
+
+
+# --------------------------------------------------------------------------- export
+
+
+def test_export_is_an_r5_consent_with_reversed_codes(mapping: FhirMapping,
+                                                     policy: Policy) -> None:
+    registry = flowguard.load_registry(AALBORG / "consents.yaml", policy)
+    consent = next(k for k in registry.all_consents() if k.id == "k-0318-shelter-2026")
+    resource = consent_to_fhir(consent, mapping)
+    assert resource["resourceType"] == "Consent" and resource["decision"] == "permit"
+    assert resource["status"] == "inactive"                      # withdrawn 2026-04-01
+    assert resource["meta"] == {"lastUpdated": "2026-04-01T08:00:00Z"}
+    assert resource["subject"] == {"identifier": {"system": "urn:flowguard:subject",
+                                                  "value": "citizen-0318"}}
+    assert resource["grantor"] == [resource["subject"]]
+    assert re.fullmatch(r"[A-Za-z0-9\-.]{1,64}", resource["id"])
+    (provision,) = resource["provision"]
+    assert {"system": "http://example.org/fhir/data", "code": "name"} in [
+        c["coding"][0] for c in provision["code"]]                # from the map, reversed
+    assert {"system": "urn:flowguard:category", "code": "work.schedule"} in [
+        c["coding"][0] for c in provision["code"]]                # not in the map
+    json.dumps(resource)                                         # JSON-ready
+    (back,) = consent_from_fhir(resource, mapping, policy).consents
+    assert back == consent.model_copy(update={"subprocesses": consent.subprocesses})
+
+
+def test_export_then_import_of_every_shipped_consent(mapping: FhirMapping,
+                                                     policy: Policy) -> None:
+    registry = flowguard.load_registry(AALBORG / "consents.yaml", policy)
+    for consent in registry.all_consents():
+        for m in (mapping, FhirMapping()):
+            result = consent_from_fhir(consent_to_fhir(consent, m), m, policy)
+            assert result.consents == (consent,), consent.id
+            assert result.unmapped == ()
+
+
+IDS = st.from_regex(r"[a-z][a-z0-9\-]{0,6}(\.[a-z0-9]{1,4}){0,2}", fullmatch=True)
+INSTANTS = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2040, 1, 1),
+                        timezones=st.just(UTC))
+SECTORS = st.sampled_from(["public", "private", "voluntary"])
+
+
+@st.composite
+def selectors(draw: st.DrawFn) -> Selector:
+    values: dict[str, Any] = {}
+    for key in ("actor", "organization", "kind", "role"):
+        if draw(st.booleans()):
+            values[key] = tuple(draw(st.lists(IDS, min_size=1, max_size=2, unique=True)))
+    if draw(st.booleans()):
+        values["sector"] = tuple(draw(st.lists(SECTORS, min_size=1, max_size=2, unique=True)))
+    return Selector.model_validate(values)
+
+
+@st.composite
+def consents(draw: st.DrawFn) -> Consent:
+    given_at = draw(INSTANTS)
+    subject = draw(IDS)
+    expires = draw(st.none() | st.timedeltas(min_value=timedelta(seconds=1),
+                                            max_value=timedelta(days=3000)))
+    withdrawn = draw(st.none() | INSTANTS)
+    return Consent(
+        id=draw(st.sampled_from(["k", "fhir-k", "k.1", "K_ø", "a/b"])) + draw(IDS),
+        subject=subject, given_by=draw(st.just(subject) | IDS), given_at=given_at,
+        recipients=tuple(draw(st.lists(selectors(), min_size=1, max_size=3, unique=True))),
+        data=tuple(draw(st.lists(IDS, min_size=1, max_size=3, unique=True))),
+        purposes=tuple(draw(st.lists(IDS, min_size=1, max_size=2, unique=True))),
+        subprocesses=draw(st.none() | st.lists(IDS, min_size=1, max_size=2).map(tuple)),
+        explicit=draw(st.booleans()),
+        expires_at=None if expires is None else given_at + expires,
+        withdrawn_at=withdrawn,
+        evidence=draw(st.none() | st.builds(
+            Evidence, method=st.text(min_size=1, max_size=10),
+            reference=st.none() | st.text(max_size=10), note=st.none() | st.text(max_size=10))))
+
+
+@settings(deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(consent=consents(), use_map=st.booleans())
+def test_export_then_import_gives_an_equal_consent(consent: Consent, use_map: bool) -> None:
+    base = load_fhir_mapping(MAP)
+    mapping = base.model_copy(update={
+        "subjects": {**base.subjects, "Patient/rt": consent.subject},
+        "persons": {**base.persons, "RelatedPerson/rt": consent.given_by},
+        "recipients": {**base.recipients, "Organization/rt": consent.recipients[0]},
+        "data": {**base.data, "http://example.org/rt|d": consent.data[0]},
+        "purposes": {**base.purposes, "http://example.org/rt|p": consent.purposes[0]},
+    }) if use_map else FhirMapping()
+    resource = consent_to_fhir(consent, mapping)
+    json.loads(json.dumps(resource))
+    result = consent_from_fhir(resource, mapping)
+    assert result.consents == (consent,)
+    assert result.unmapped == ()
