@@ -383,7 +383,8 @@ class RegistryStore:
             if self.policy is not None:
                 validate_records(_as_file(subjects, guardianships, consents), source=source,
                                  policy=self.policy, known_subject=known)
-            unknown = sum(not known(r.subject) for r in (*guardianships, *consents))
+            unknown = sum(not known(g.subject) for g in guardianships) + sum(
+                not known(k.subject) for k in consents)
             if unknown:
                 problems.append(Diagnostic(
                     f"{unknown} record(s) name a subject that is neither in the import nor "
