@@ -9,12 +9,21 @@ import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.table import Table
 
-from flowguard._cli_common import EXIT_DENY, EXIT_INPUT, EXIT_OK, err, fail_input, out
+from flowguard._cli_common import (
+    EXIT_DENY,
+    EXIT_INPUT,
+    EXIT_OK,
+    audit_options,
+    err,
+    fail_input,
+    open_trail,
+    out,
+)
 from flowguard._cli_registry import consent, guardianship, parse_time, registry, subject
 from flowguard._loading import Collector
 from flowguard._source import SourceError, parse_documents, read_text
@@ -28,13 +37,16 @@ from flowguard.schema import SCHEMAS, json_schema
 from flowguard.store import RegistryStore, init_database, open_registry, open_store, redact_url
 from flowguard.testing import SuiteResult, load_suite, run_suites
 
+if TYPE_CHECKING:
+    from flowguard.audit.trail import AuditTrail
+
 MAX_FLOW_BYTES = 1024 * 1024
 MAX_FLOW_FILE_BYTES = 64 * MAX_FLOW_BYTES
 
 
 
 def _engine(policy_path: str, registry_location: str | None,
-            as_of: datetime | None = None) -> Engine:
+            as_of: datetime | None = None, audit: AuditTrail | None = None) -> Engine:
     try:
         policy = load_policy(policy_path)
         registry: Registry | None = None
@@ -50,7 +62,7 @@ def _engine(policy_path: str, registry_location: str | None,
             raise RegistryError([Diagnostic("--as-of needs --registry", "<options>")])
     except InputError as exc:
         fail_input(exc)
-    return Engine(policy, registry)
+    return Engine(policy, registry, audit=audit)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -126,8 +138,10 @@ def _print_decision(decision: Decision) -> None:
 @click.option("--subprocess")
 @click.option("--at", help="RFC 3339 time with a zone (default: now).")
 @click.option("--json", "as_json", is_flag=True, help="Print the decision JSON (SPEC §6).")
+@audit_options
 def check(flow_file: str | None, policy_path: str, registry_path: str | None,
-          as_of: str | None, sender: str | None, recipient: str | None, subject: str | None,
+          as_of: str | None, audit_url: str | None, log_key: str | None,
+          pseudonym_key: str | None, sender: str | None, recipient: str | None, subject: str | None,
           data: Sequence[str], purpose: str | None, subprocess: str | None, at: str | None,
           as_json: bool) -> None:
     """Decide a flow: FLOW_FILE (JSON, `-` for stdin) or the flow options.
@@ -154,8 +168,11 @@ def check(flow_file: str | None, policy_path: str, registry_path: str | None,
         fail_input(exc)
     if when is not None:
         flows = [f if f.at is not None else f.model_copy(update={"at": when}) for f in flows]
-    engine = _engine(policy_path, registry_path, when)
+    engine = _engine(policy_path, registry_path, when,
+                     open_trail(audit_url, log_key, pseudonym_key))
     decisions = engine.check_many(flows)
+    if engine.audit is not None:
+        engine.audit.close()
     if as_json:
         payload: Any = [d.model_dump(mode="json") for d in decisions]
         click.echo(json.dumps(payload if many else payload[0], indent=2, ensure_ascii=False))

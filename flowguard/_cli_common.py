@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+import click
 from rich.console import Console
 
-from flowguard.errors import InputError
+from flowguard.errors import Diagnostic, InputError
+
+if TYPE_CHECKING:
+    from flowguard.audit.trail import AuditTrail
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 EXIT_OK, EXIT_DENY, EXIT_INPUT = 0, 1, 2
 
@@ -19,3 +26,33 @@ def fail_input(error: InputError) -> NoReturn:
     for diagnostic in error.diagnostics:
         err.print(diagnostic.render(), markup=False)
     sys.exit(EXIT_INPUT)
+
+
+def audit_options(func: _F) -> _F:
+    """`--audit URL --log-key FILE --pseudonym-key FILE` (env FLOWGUARD_AUDIT,
+    FLOWGUARD_LOG_KEY, FLOWGUARD_PSEUDONYM_KEY)."""
+    func = click.option("--pseudonym-key", "pseudonym_key", envvar="FLOWGUARD_PSEUDONYM_KEY",
+                        help="Key that turns subject ids into pseudonyms in the audit log "
+                             "(env FLOWGUARD_PSEUDONYM_KEY).")(func)
+    func = click.option("--log-key", "log_key", envvar="FLOWGUARD_LOG_KEY",
+                        help="The audit log's note signing key, to sign checkpoints "
+                             "(env FLOWGUARD_LOG_KEY).")(func)
+    return click.option("--audit", "audit_url", envvar="FLOWGUARD_AUDIT",
+                        help="Append to this audit log (sqlite:///... or postgresql://...; "
+                             "env FLOWGUARD_AUDIT).")(func)
+
+
+def open_trail(audit_url: str | None, log_key: str | None,
+               pseudonym_key: str | None) -> AuditTrail | None:
+    """The audit trail the options name, or None; bad options exit 2."""
+    if audit_url is None:
+        return None
+    from flowguard.audit.trail import open_audit
+
+    try:
+        if pseudonym_key is None:
+            raise InputError([Diagnostic("--audit needs --pseudonym-key: subjects are logged "
+                                         "only as pseudonyms", "<options>", code="missing")])
+        return open_audit(audit_url, pseudonym_key=pseudonym_key, log_key=log_key)
+    except InputError as exc:
+        fail_input(exc)

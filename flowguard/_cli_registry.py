@@ -16,7 +16,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 from rich.table import Table
 
-from flowguard._cli_common import fail_input, out
+from flowguard._cli_common import audit_options, fail_input, open_trail, out
 from flowguard._source import SourceError, load_documents
 from flowguard.errors import Diagnostic, InputError, RegistryError
 from flowguard.model import Bound, Consent, Evidence, Guardianship, Policy
@@ -85,7 +85,9 @@ def parse_time(value: str | None, option: str) -> datetime | None:
 
 
 @contextmanager
-def _store(url: str, policy_path: str | None = None) -> Iterator[RegistryStore]:
+def _store(url: str, policy_path: str | None = None,
+           audit: tuple[str | None, str | None, str | None] = (None, None, None)
+           ) -> Iterator[RegistryStore]:
     """Open the store, turning every bad-input error into diagnostics and exit 2."""
     try:
         if not is_database_url(url):
@@ -94,7 +96,7 @@ def _store(url: str, policy_path: str | None = None) -> Iterator[RegistryStore]:
                 hint="sqlite:///path.db or postgresql://...; files are imported with "
                      "`flowguard registry import`")])
         policy: Policy | None = load_policy(policy_path) if policy_path else None
-        store = open_store(url, policy)
+        store = open_store(url, policy, audit=open_trail(*audit))
     except InputError as exc:
         fail_input(exc)
     try:
@@ -102,6 +104,8 @@ def _store(url: str, policy_path: str | None = None) -> Iterator[RegistryStore]:
     except InputError as exc:
         fail_input(exc)
     finally:
+        if store.audit is not None:
+            store.audit.close()
         store.close()
 
 
@@ -152,8 +156,11 @@ def registry_init(url: str) -> None:
 @by_option
 @click.option("--fhir-map", help="Import FHIR Consent JSON (a resource, a Bundle, or a "
               "folder of them) with this mapping file.")
+@audit_options
 def registry_import(file: str, registry_url: str, policy_path: str | None, by: str | None,
-                    fhir_map: str | None) -> None:
+                    fhir_map: str | None,
+                    audit_url: str | None = None, log_key: str | None = None,
+                    pseudonym_key: str | None = None) -> None:
     """Import FILE (a registry YAML/JSON file, or FHIR with --fhir-map) in one transaction.
 
     Records already stored unchanged are skipped; the schema is created if missing."""
@@ -161,7 +168,7 @@ def registry_import(file: str, registry_url: str, policy_path: str | None, by: s
         init_database(registry_url)
     except InputError as exc:
         fail_input(exc)
-    with _store(registry_url, policy_path) as store:
+    with _store(registry_url, policy_path, (audit_url, log_key, pseudonym_key)) as store:
         records = _read_import(file, store.policy, fhir_map)
         summary = store.import_records(records, by=_who(by), source=file)
         out.print(f"imported {summary.subjects} subjects, {summary.guardianships} "
@@ -291,14 +298,17 @@ def _selectors(values: Sequence[str]) -> list[dict[str, str]]:
 @click.option("--expires", help="When it expires (time or date).")
 @click.option("--evidence", help="How it was given: signed-form, digital-signature, ...")
 @click.option("--reference", help="The evidence's reference (a case or document number).")
+@audit_options
 def consent_grant(registry_url: str, policy_path: str | None, by: str | None,
                   file: str | None, consent_id: str | None, subject: str | None,
                   given_by: str | None, given_at: str | None, recipient: Sequence[str],
                   data: Sequence[str], purpose: Sequence[str], subprocess: Sequence[str],
                   explicit: bool, expires: str | None, evidence: str | None,
-                  reference: str | None) -> None:
+                  reference: str | None,
+                  audit_url: str | None = None, log_key: str | None = None,
+                  pseudonym_key: str | None = None) -> None:
     """Record a consent, from --file or from the options."""
-    with _store(registry_url, policy_path) as store:
+    with _store(registry_url, policy_path, (audit_url, log_key, pseudonym_key)) as store:
         if file is not None:
             record = _read_record(file)
         else:
@@ -322,11 +332,14 @@ def consent_grant(registry_url: str, policy_path: str | None, by: str | None,
 @registry_option
 @policy_option
 @by_option
+@audit_options
 def consent_correct(file: str, registry_url: str, policy_path: str | None,
-                    by: str | None) -> None:
+                    by: str | None,
+                    audit_url: str | None = None, log_key: str | None = None,
+                    pseudonym_key: str | None = None) -> None:
     """Record FILE as a new version of the consent with its id (the old one is kept in
     the history)."""
-    with _store(registry_url, policy_path) as store:
+    with _store(registry_url, policy_path, (audit_url, log_key, pseudonym_key)) as store:
         event = store.correct(_read_record(file), by=_who(by))
         out.print(f"corrected consent {event.record} (event #{event.seq})", markup=False)
 
@@ -336,10 +349,13 @@ def consent_correct(file: str, registry_url: str, policy_path: str | None,
 @registry_option
 @by_option
 @click.option("--at", help="When it was withdrawn (default: now).")
+@audit_options
 def consent_withdraw(consent_id: str, registry_url: str, by: str | None,
-                     at: str | None) -> None:
+                     at: str | None,
+                     audit_url: str | None = None, log_key: str | None = None,
+                     pseudonym_key: str | None = None) -> None:
     """Withdraw a consent: its id is all it takes (GDPR Art. 7(3))."""
-    with _store(registry_url) as store:
+    with _store(registry_url, None, (audit_url, log_key, pseudonym_key)) as store:
         event = store.withdraw(consent_id, by=_who(by), at=parse_time(at, "--at"))
         out.print(f"withdrew consent {consent_id} at {event.body['withdrawn_at']} "
                   f"(event #{event.seq})", markup=False)
@@ -350,10 +366,13 @@ def consent_withdraw(consent_id: str, registry_url: str, by: str | None,
 @registry_option
 @by_option
 @click.option("--at", help="When it ends (default: now).")
+@audit_options
 def consent_expire(consent_id: str, registry_url: str, by: str | None,
-                   at: str | None) -> None:
+                   at: str | None,
+                   audit_url: str | None = None, log_key: str | None = None,
+                   pseudonym_key: str | None = None) -> None:
     """End a consent at an agreed time (not a withdrawal)."""
-    with _store(registry_url) as store:
+    with _store(registry_url, None, (audit_url, log_key, pseudonym_key)) as store:
         event = store.expire(consent_id, by=_who(by), at=parse_time(at, "--at"))
         out.print(f"consent {consent_id} expires at {event.body['expires_at']} "
                   f"(event #{event.seq})", markup=False)
@@ -461,10 +480,13 @@ def subject() -> None:
 @by_option
 @click.option("--birth-date", help="YYYY-MM-DD (omit: counts as an adult).")
 @click.option("--jurisdiction", help="Jurisdiction id (default: the policy's default).")
+@audit_options
 def subject_add(subject_id: str, registry_url: str, policy_path: str | None, by: str | None,
-                birth_date: str | None, jurisdiction: str | None) -> None:
+                birth_date: str | None, jurisdiction: str | None,
+                audit_url: str | None = None, log_key: str | None = None,
+                pseudonym_key: str | None = None) -> None:
     """Record a subject."""
-    with _store(registry_url, policy_path) as store:
+    with _store(registry_url, policy_path, (audit_url, log_key, pseudonym_key)) as store:
         data = {k: v for k, v in (("birth_date", birth_date),
                                   ("jurisdiction", jurisdiction)) if v is not None}
         event = store.add_subject(subject_id, data, by=_who(by))
@@ -519,12 +541,15 @@ def guardianship() -> None:
 @click.option("--valid-until", help="Time or date (default: open).")
 @click.option("--evidence", help="The decision it rests on: court-order, birth-record, ...")
 @click.option("--reference", help="The evidence's reference.")
+@audit_options
 def guardianship_add(registry_url: str, policy_path: str | None, by: str | None,
                      guardianship_id: str, guardian: str, subject: str, kind: str,
                      scope: Sequence[str], valid_from: str, valid_until: str | None,
-                     evidence: str | None, reference: str | None) -> None:
+                     evidence: str | None, reference: str | None,
+                     audit_url: str | None = None, log_key: str | None = None,
+                     pseudonym_key: str | None = None) -> None:
     """Record a guardianship."""
-    with _store(registry_url, policy_path) as store:
+    with _store(registry_url, policy_path, (audit_url, log_key, pseudonym_key)) as store:
         record: dict[str, Any] = {"id": guardianship_id, "guardian": guardian,
                                   "subject": subject, "kind": kind, "valid_from": valid_from}
         if scope:
@@ -543,10 +568,13 @@ def guardianship_add(registry_url: str, policy_path: str | None, by: str | None,
 @registry_option
 @by_option
 @click.option("--at", help="When it ends (default: now).")
+@audit_options
 def guardianship_end(guardianship_id: str, registry_url: str, by: str | None,
-                     at: str | None) -> None:
+                     at: str | None,
+                     audit_url: str | None = None, log_key: str | None = None,
+                     pseudonym_key: str | None = None) -> None:
     """End a guardianship."""
-    with _store(registry_url) as store:
+    with _store(registry_url, None, (audit_url, log_key, pseudonym_key)) as store:
         event = store.end_guardianship(guardianship_id, by=_who(by),
                                        at=parse_time(at, "--at"))
         out.print(f"guardianship {guardianship_id} ends at {event.body['valid_until']} "

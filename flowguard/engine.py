@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from itertools import count
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from flowguard._loading import Collector, closest, gc_paused
 from flowguard._source import Document
@@ -40,6 +40,9 @@ from flowguard.model import (
     construct,
 )
 from flowguard.registry import EMPTY_REGISTRY, Registry
+
+if TYPE_CHECKING:
+    from flowguard.audit.trail import AuditTrail
 
 log = logging.getLogger("flowguard.engine")
 _T = TypeVar("_T")
@@ -115,9 +118,11 @@ class Engine:
     """Decides flows against one policy and one registry. Thread-compatible, not thread-safe
     for concurrent registry revisions (each check reads the revision once)."""
 
-    def __init__(self, policy: Policy, registry: Registry | None = None) -> None:
+    def __init__(self, policy: Policy, registry: Registry | None = None, *,
+                 audit: AuditTrail | None = None) -> None:
         self.policy = policy
         self.registry: Registry = registry if registry is not None else EMPTY_REGISTRY
+        self.audit = audit
         self.policy_digest = policy.digest
         self._ids = count()
         self._id_prefix = os.urandom(6).hex() + "-"
@@ -142,6 +147,8 @@ class Engine:
         self._stages: dict[tuple[str, str, str, str, str],
                            CategoryDecision | tuple[_CompiledRule, ...]] = {}
         self._compile_rules()
+        if audit is not None:
+            audit.record_policy(policy)  # the activation, with the policy text kept
 
     # ------------------------------------------------------------------ compile
 
@@ -299,7 +306,10 @@ class Engine:
         if type(flow) is not Flow:
             flow = as_flow(flow)
         now = datetime.now(UTC)
-        return self._decide(flow, now, now.timestamp())
+        decision = self._decide(flow, now, now.timestamp())
+        if self.audit is not None:
+            return self._audited([decision], now)[0]
+        return decision
 
     def check_many(self, flows: Sequence[Flow | Mapping[str, Any]]) -> list[Decision]:
         """Decide several flows, evaluated at one instant; equal to `check` one by one.
@@ -315,9 +325,23 @@ class Engine:
         # each collection it triggers moves the heap closer to a full (whole-heap) one.
         try:
             with gc_paused():
-                return [decide(flow, now, now_ts) for flow in ready]
+                decisions = [decide(flow, now, now_ts) for flow in ready]
         finally:
             self._in_batch = False
+        if self.audit is not None:
+            return self._audited(decisions, now)
+        return decisions
+
+    def _audited(self, decisions: list[Decision], now: datetime) -> list[Decision]:
+        """Append the decisions to the audit log in one transaction. A decision that cannot
+        be recorded must not be acted on: if the append fails, every flow is denied."""
+        assert self.audit is not None
+        try:
+            self.audit.record_decisions(decisions, self.policy, self._facts_revision)
+        except Exception as exc:
+            log.error("audit append failed (%s); the flows are denied", type(exc).__name__)
+            return [self._error_decision(d.flow, now, _AUDIT_FAILED) for d in decisions]
+        return decisions
 
     # ------------------------------------------------------------------ evaluation
 
@@ -577,9 +601,10 @@ class Engine:
         return self._remember(key, Remedy.trusted(action="obtain-consent", message=message,
                                                   consent=needed))
 
-    def _error_decision(self, flow: Flow, now: datetime) -> Decision:
-        reason = Reason(code=ReasonCode.EVALUATION_ERROR,
-                        message="internal evaluation error; denied (fail closed)")
+    def _error_decision(self, flow: Flow, now: datetime,
+                        message: str = "internal evaluation error; denied (fail closed)"
+                        ) -> Decision:
+        reason = Reason(code=ReasonCode.EVALUATION_ERROR, message=message)
         categories = tuple(_denied(c, (reason,), None) for c in sorted(set(flow.data)))
         if not categories:  # pragma: no cover - a Flow always names a category
             raise FlowError([Diagnostic("a flow names no data category", "<flow>")])
@@ -587,6 +612,9 @@ class Engine:
                         categories=categories, permitted=(), obligations=(),
                         policy_digest=self.policy_digest, decision_id=self._next_id(),
                         evaluated_at=now)
+
+
+_AUDIT_FAILED = "the decision could not be recorded in the audit log; denied (fail closed)"
 
 
 def as_flow(value: object, source: str = "<flow>") -> Flow:

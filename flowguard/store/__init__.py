@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flowguard.model import Policy
 from flowguard.registry import InMemoryRegistry, Registry, load_registry
 from flowguard.store._db import Migration, connect, redact_url
 from flowguard.store.events import Event, consent_status
 from flowguard.store.registry_store import ImportSummary, RegistryStore, init_registry
+
+if TYPE_CHECKING:
+    from flowguard.audit.trail import AuditTrail
 
 __all__ = [
     "Event",
@@ -28,11 +32,13 @@ def is_database_url(location: str) -> bool:
     return location.startswith(("sqlite:", "postgresql:", "postgres:"))
 
 
-def open_store(url: str, policy: Policy | None = None) -> RegistryStore:
-    """A registry store on a database URL whose schema is current (`StoreError` if not)."""
+def open_store(url: str, policy: Policy | None = None, *,
+               audit: AuditTrail | None = None) -> RegistryStore:
+    """A registry store on a database URL whose schema is current (`StoreError` if not);
+    with `audit`, every change is also appended to that audit trail."""
     db = connect(url)
     try:
-        return RegistryStore(db, policy)
+        return RegistryStore(db, policy, audit=audit)
     except Exception:
         db.close()
         raise

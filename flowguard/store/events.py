@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from flowguard.model import Consent, Evidence, Guardianship, Instant, Model, Subject
 from flowguard.registry import SubjectRecords
@@ -39,6 +39,17 @@ class Event(Model):
     by: str
     evidence: Evidence | None = None
     body: dict[str, Any]
+
+
+class RegistryChange(NamedTuple):
+    """What the audit trail records of an event: never its body."""
+
+    seq: int
+    kind: str
+    subject: str
+    record: str | None
+    by: str
+    recorded_at: datetime
 
 
 def encode(value: Any) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowguard.errors import Diagnostic, RegistryError
 from flowguard.model import Consent, Evidence, Guardianship, Policy, Subject
@@ -23,6 +23,7 @@ from flowguard.registry import NO_RECORDS, InMemoryRegistry, SubjectRecords, val
 from flowguard.store._db import Cursor, Database, Migration, Row, migrate, require_schema
 from flowguard.store.events import (
     Event,
+    RegistryChange,
     SubjectState,
     encode,
     from_micros,
@@ -30,6 +31,9 @@ from flowguard.store.events import (
     record_body,
     replay,
 )
+
+if TYPE_CHECKING:
+    from flowguard.audit.trail import AuditTrail
 
 COMPONENT = "registry"
 _APPEND_ONLY = "registry events are append-only: record a new event instead"
@@ -106,9 +110,10 @@ class RegistryStore:
     record changes as events. Pass `policy` to check every written reference against it."""
 
     def __init__(self, db: Database, policy: Policy | None = None, *,
-                 pinned: int | None = None) -> None:
+                 pinned: int | None = None, audit: AuditTrail | None = None) -> None:
         self.db = db
         self.policy = policy
+        self.audit = audit
         self._pinned = pinned
         if pinned is None:
             require_schema(db, COMPONENT, MIGRATIONS)
@@ -236,11 +241,15 @@ class RegistryStore:
             cursor.execute(f"SELECT revision, recorded_at FROM registry_head WHERE id = 1{lock}")
             head = cursor.fetchone()
             assert head is not None
-            writer = _Writer(cursor, int(head[0]), max(time.time_ns() // 1000, int(head[1])))
+            writer = _Writer(cursor, int(head[0]), max(time.time_ns() // 1000, int(head[1])),
+                             keep_changes=self.audit is not None)
             yield writer
             if writer.revision != head[0]:
                 cursor.execute("UPDATE registry_head SET revision = ?, recorded_at = ? "
                                "WHERE id = 1", (writer.revision, writer.recorded_at))
+        if self.audit is not None and writer.changes:
+            # after the commit: an audit entry never describes a change that did not happen
+            self.audit.record_registry_changes(writer.changes)
 
     def _validate(self, section: str, data: Mapping[str, Any], source: str,
                   known_subject: Callable[[str], bool]) -> Any:
@@ -444,10 +453,13 @@ def _as_file(subjects: Mapping[str, Subject], guardianships: list[Guardianship],
 class _Writer:
     """Appends events inside one write transaction, holding the coordination row."""
 
-    def __init__(self, cursor: Cursor, revision: int, recorded_at: int) -> None:
+    def __init__(self, cursor: Cursor, revision: int, recorded_at: int, *,
+                 keep_changes: bool = False) -> None:
         self.cursor = cursor
         self.revision = revision
         self.recorded_at = recorded_at
+        self.keep_changes = keep_changes
+        self.changes: list[RegistryChange] = []
 
     def subject_known(self, subject_id: str) -> bool:
         self.cursor.execute("SELECT 1 FROM registry_events WHERE subject = ? AND "
@@ -492,6 +504,9 @@ class _Writer:
              None if evidence is None else encode(evidence.model_dump(exclude_none=True)),
              encode(body))
             for i, (kind, subject, record, evidence, body) in enumerate(rows)]
+        if self.keep_changes:
+            when = from_micros(self.recorded_at)
+            self.changes.extend(RegistryChange(p[0], p[2], p[3], p[4], by, when) for p in params)
         if params:
             self.cursor.executemany(
                 f"INSERT INTO registry_events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
