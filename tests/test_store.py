@@ -74,7 +74,7 @@ def event_rows(store: RegistryStore) -> list[tuple[Any, ...]]:
 def test_init_is_idempotent_and_an_uninitialised_database_is_refused(store_url: str) -> None:
     with pytest.raises(StoreError, match="registry init"):
         open_store(store_url)
-    assert [m.version for m in init_database(store_url)] == [1]
+    assert [m.version for m in init_database(store_url)] == [1, 2]
     assert init_database(store_url) == []
     open_store(store_url).close()
 
@@ -344,3 +344,17 @@ def test_state_is_the_replay_of_history_at_every_revision(tmp_path: Path,
 
 def _id(k: Consent) -> str:
     return k.id
+
+
+def test_insert_or_replace_cannot_rewrite_an_event(tmp_path: Path) -> None:
+    """SQLite's REPLACE deletes the old row without firing DELETE triggers."""
+    url = f"sqlite:///{tmp_path}/r.db"
+    init_database(url)
+    with open_store(url) as s:
+        s.add_subject("p", {}, by="t")
+        before = event_rows(s)
+        with pytest.raises(Exception, match="append-only"), s.db.write() as cursor:
+            cursor.execute("INSERT OR REPLACE INTO registry_events SELECT seq, recorded_at, "
+                           "kind, subject, record, 'mallory', evidence, body "
+                           "FROM registry_events")
+        assert event_rows(s) == before

@@ -75,6 +75,18 @@ MIGRATIONS = (
     ),
 )
 
+MIGRATIONS = (
+    *MIGRATIONS,
+    Migration(
+        2, "SQLite: refuse INSERT OR REPLACE over an event (REPLACE deletes without firing "
+           "the DELETE trigger)",
+        sqlite=("CREATE TRIGGER registry_events_no_replace BEFORE INSERT ON registry_events "
+                "WHEN EXISTS (SELECT 1 FROM registry_events WHERE seq = NEW.seq) "
+                f"BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY}'); END",),
+        postgresql=(),  # no REPLACE; ON CONFLICT DO UPDATE fires the UPDATE trigger
+    ),
+)
+
 _EVENT_COLUMNS = "seq, recorded_at, kind, subject, record, actor, evidence, body"
 _CHANGED_SUBJECTS_LIMIT = 1000
 
