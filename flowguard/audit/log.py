@@ -69,6 +69,19 @@ MIGRATIONS = (
             *(f"REVOKE UPDATE, DELETE, TRUNCATE ON {table} FROM PUBLIC" for table in _IMMUTABLE),
         ),
     ),
+    Migration(
+        2, "SQLite: refuse INSERT OR REPLACE over audit rows (REPLACE deletes without firing "
+           "the DELETE triggers)",
+        sqlite=tuple(
+            f"CREATE TRIGGER {table}_no_replace BEFORE INSERT ON {table} WHEN EXISTS "
+            f"(SELECT 1 FROM {table} WHERE {where}) "
+            f"BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY}'); END"
+            for table, where in (("audit_entries", "idx = NEW.idx"),
+                                 ("audit_nodes", "level = NEW.level AND idx = NEW.idx"),
+                                 ("audit_checkpoints", "size = NEW.size"),
+                                 ("audit_policies", "digest = NEW.digest"))),
+        postgresql=(),  # PostgreSQL has no REPLACE; ON CONFLICT DO UPDATE fires the triggers
+    ),
 )
 
 
@@ -190,8 +203,9 @@ class AuditLog:
             with self.db.write() as cursor:
                 cursor.execute("SELECT 1 FROM audit_policies WHERE digest = ?", (digest,))
                 if cursor.fetchone() is None:
-                    cursor.execute("INSERT INTO audit_policies (digest, canonical) VALUES (?, ?)",
-                                   (digest, text))
+                    # PostgreSQL: another writer may insert it between our SELECT and INSERT
+                    cursor.execute("INSERT INTO audit_policies (digest, canonical) VALUES (?, ?)"
+                                   " ON CONFLICT (digest) DO NOTHING", (digest, text))
         return digest
 
     # ------------------------------------------------------------------ reading
