@@ -25,6 +25,7 @@ from flowguard._cli_common import (
     out,
 )
 from flowguard._cli_registry import consent, guardianship, parse_time, registry, subject
+from flowguard._cli_serve import serve, token
 from flowguard._loading import Collector
 from flowguard._source import SourceError, parse_documents, read_text
 from flowguard.engine import Engine, as_flow, explain
@@ -320,7 +321,7 @@ def _demo_withdrawal(example: Path, url: str) -> None:
         _print_decision(engine.check(flow))
 
 
-for _group in (registry, consent, subject, guardianship):
+for _group in (registry, consent, subject, guardianship, serve, token):
     cli.add_command(_group)
 
 

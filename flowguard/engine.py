@@ -300,6 +300,11 @@ class Engine:
 
     # ------------------------------------------------------------------ public API
 
+    @property
+    def registry_revision(self) -> int:
+        """The registry revision the engine's cached facts were last checked against."""
+        return self._facts_revision
+
     def check(self, flow: Flow | Mapping[str, Any]) -> Decision:
         """Decide one flow (a `Flow`, or a mapping validated into one: `FlowError` if it is
         malformed). Never raises on evaluation: any internal error denies."""
@@ -340,7 +345,7 @@ class Engine:
             self.audit.record_decisions(decisions, self.policy, self._facts_revision)
         except Exception as exc:
             log.error("audit append failed (%s); the flows are denied", type(exc).__name__)
-            return [self._error_decision(d.flow, now, _AUDIT_FAILED) for d in decisions]
+            return [self.error_decision(d.flow, now, AUDIT_FAILED) for d in decisions]
         return decisions
 
     # ------------------------------------------------------------------ evaluation
@@ -350,7 +355,7 @@ class Engine:
             return self._evaluate(flow, now, now_ts)
         except Exception as exc:  # fail closed, and name no citizen in the log
             log.error("evaluation error (%s); the flow is denied", type(exc).__name__)
-            return self._error_decision(flow, now)
+            return self.error_decision(flow, now)
 
     def _next_id(self) -> str:
         return self._id_prefix + str(next(self._ids))
@@ -601,9 +606,10 @@ class Engine:
         return self._remember(key, Remedy.trusted(action="obtain-consent", message=message,
                                                   consent=needed))
 
-    def _error_decision(self, flow: Flow, now: datetime,
-                        message: str = "internal evaluation error; denied (fail closed)"
-                        ) -> Decision:
+    def error_decision(self, flow: Flow, now: datetime,
+                       message: str = "internal evaluation error; denied (fail closed)"
+                       ) -> Decision:
+        """The fail-closed answer: every category denied with `EVALUATION_ERROR`."""
         reason = Reason(code=ReasonCode.EVALUATION_ERROR, message=message)
         categories = tuple(_denied(c, (reason,), None) for c in sorted(set(flow.data)))
         if not categories:  # pragma: no cover - a Flow always names a category
@@ -614,7 +620,7 @@ class Engine:
                         evaluated_at=now)
 
 
-_AUDIT_FAILED = "the decision could not be recorded in the audit log; denied (fail closed)"
+AUDIT_FAILED = "the decision could not be recorded in the audit log; denied (fail closed)"
 
 
 def as_flow(value: object, source: str = "<flow>") -> Flow:

@@ -145,3 +145,14 @@ def policy_entry(policy: Policy, at: datetime) -> dict[str, Any]:
     service = policy.service.id if policy.service is not None else None
     return {"v": ENTRY_VERSION, "kind": "policy", "time": _time(at),
             "policy_digest": policy.digest, "service": service}
+
+
+def access_entry(*, token: str, organization: str, action: str, reason: str,
+                 at: datetime, sender: str | None = None) -> dict[str, Any]:
+    """A refused request to the HTTP service (who tried what, and why it was refused)."""
+    entry: dict[str, Any] = {"v": ENTRY_VERSION, "kind": "access", "time": _time(at),
+                             "token": token, "organization": organization, "action": action,
+                             "outcome": "refused", "reason": reason}
+    if sender is not None:
+        entry["sender"] = sender
+    return entry

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from flowguard.audit.entries import (
     Pseudonymizer,
@@ -37,13 +38,16 @@ class AuditTrail:
 
     def record_decisions(self, decisions: Sequence[Decision], policy: Policy,
                          registry_revision: int | None) -> AppendResult:
+        return self.log.append(self.decision_entries(decisions, policy, registry_revision))
+
+    def decision_entries(self, decisions: Sequence[Decision], policy: Policy,
+                         registry_revision: int | None) -> list[dict[str, Any]]:
         actors = policy.actors
-        entries = [
+        return [
             decision_entry(d, self.pseudonym, registry_revision=registry_revision,
                            organization=actors[d.flow.recipient].organization
                            if d.flow.recipient in actors else "")
             for d in decisions]
-        return self.log.append(entries)
 
     def record_registry_changes(self, changes: Sequence[RegistryChange]) -> AppendResult:
         return self.log.append([

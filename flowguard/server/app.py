@@ -1,0 +1,617 @@
+"""The HTTP check service (SPEC §10): an ASGI app (FastAPI) on the same library calls as
+the CLI. `create_app(config)` builds it; `flowguard serve` runs it under uvicorn.
+
+Security promises: every endpoint but the health checks needs a bearer token (stored as a
+hash, compared in constant time) with the right scope; a caller may only check flows whose
+sender belongs to its own organization (a refusal is audited); every POST carries a unique
+`X-Request-Id` (a replay is refused); bodies are size-limited; validation errors name JSON
+paths but never echo input; no subject id reaches the server's log.
+"""
+
+
+import asyncio
+import contextlib
+import logging
+import re
+import signal
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from flowguard.audit.entries import access_entry
+from flowguard.audit.trail import AuditTrail, open_audit
+from flowguard.engine import AUDIT_FAILED, Engine
+from flowguard.errors import InputError
+from flowguard.lint import lint
+from flowguard.model import Consent, Decision, Evidence, Flow, Guardianship, Id, Model
+from flowguard.policy import load_policy
+from flowguard.registry import InMemoryRegistry, Registry
+from flowguard.server.tokens import Scope as TokenScope
+from flowguard.server.tokens import Token, TokenTable, load_tokens
+from flowguard.store import RegistryStore, consent_status, open_registry
+
+log = logging.getLogger("flowguard.server")
+
+MAX_BODY_BYTES = 1024 * 1024
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    policy: str
+    tokens: str
+    registry: str | None = None
+    audit: str | None = None
+    log_key: str | None = None
+    pseudonym_key: str | None = None
+    max_body_bytes: int = MAX_BODY_BYTES
+    batch_limit: int = 1000
+    replay_window_seconds: float = 600.0
+    checkpoint_every: int = 1000
+    checkpoint_seconds: float = 60.0
+
+
+# --------------------------------------------------------------------------- bodies
+
+
+class CheckBatch(Model):
+    flows: Annotated[tuple[Flow, ...], Field(min_length=1)]
+
+
+class DecisionBatch(Model):
+    decisions: tuple[Decision, ...]
+
+
+class ChangeRequest(Model):
+    """Who records a change, and on what evidence."""
+
+    by: Annotated[str, Field(min_length=1, max_length=200)]
+    at: datetime | None = None
+    evidence: Evidence | None = None
+
+
+class GrantRequest(Model):
+    by: Annotated[str, Field(min_length=1, max_length=200)]
+    consent: Consent
+
+
+class GuardianshipRequest(Model):
+    by: Annotated[str, Field(min_length=1, max_length=200)]
+    guardianship: Guardianship
+
+
+class SubjectQuery(Model):
+    subject: Id
+
+
+class RecordedEvent(Model):
+    seq: int
+    kind: str
+    record: str | None
+    recorded_at: datetime
+
+
+class ConsentView(Model):
+    version: int
+    status: str
+    consent: Consent
+
+
+class PolicyInfo(Model):
+    digest: str
+    version: int
+    service: str | None
+    activated_at: datetime
+
+
+class ReloadResult(Model):
+    activated: bool
+    digest: str
+    problems: list[str]
+
+
+class Problem(Model):
+    detail: str
+
+
+# --------------------------------------------------------------------------- state
+
+
+class _ReplayGuard:
+    """Request ids seen within the window (per process)."""
+
+    def __init__(self, window: float, limit: int = 200_000) -> None:
+        self.window = window
+        self.limit = limit
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def first_use(self, key: str) -> bool:
+        now = time.monotonic()
+        while self._seen:
+            oldest, seen_at = next(iter(self._seen.items()))
+            if now - seen_at < self.window and len(self._seen) < self.limit:
+                break
+            del self._seen[oldest]
+        if key in self._seen:
+            return False
+        self._seen[key] = now
+        return True
+
+
+class _AuditBatcher:
+    """Group commit: decisions of concurrent requests are appended in one transaction, and
+    each request answers only once its entries are durable."""
+
+    def __init__(self, trail: AuditTrail) -> None:
+        self.trail = trail
+        self._pending: list[tuple[list[dict[str, Any]], asyncio.Future[None]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def record(self, entries: list[dict[str, Any]]) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((entries, future))
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush())
+        await future
+
+    async def _flush(self) -> None:
+        while self._pending:
+            await asyncio.sleep(0)  # let requests that are already parsed join this batch
+            batch, self._pending = self._pending, []
+            entries = [e for group, _ in batch for e in group]
+            try:
+                await asyncio.to_thread(self.trail.log.append, entries)
+            except Exception as exc:
+                log.error("audit append failed (%s)", type(exc).__name__)
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(None)
+
+    async def drain(self) -> None:
+        if self._flushing is not None:
+            await asyncio.gather(self._flushing, return_exceptions=True)
+
+
+class Service:
+    """What the app serves: the active engine (swapped atomically on reload), the registry,
+    the audit trail and the tokens."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        policy = load_policy(config.policy)
+        self.registry: Registry = (open_registry(config.registry, policy)
+                                   if config.registry else InMemoryRegistry())
+        self.trail: AuditTrail | None = None
+        if config.audit:
+            if not config.pseudonym_key:
+                from flowguard.errors import Diagnostic
+
+                raise InputError([Diagnostic("--audit needs --pseudonym-key", "<options>")])
+            self.trail = open_audit(config.audit, pseudonym_key=config.pseudonym_key,
+                                    log_key=config.log_key,
+                                    checkpoint_every=config.checkpoint_every,
+                                    checkpoint_seconds=config.checkpoint_seconds)
+        self.tokens: TokenTable = load_tokens(config.tokens, set(policy.organizations))
+        self.engine = Engine(policy, self.registry)
+        self.activated_at = datetime.now(UTC)
+        if self.trail is not None:
+            self.trail.record_policy(policy)
+        self.replays = _ReplayGuard(config.replay_window_seconds)
+        self.batcher = _AuditBatcher(self.trail) if self.trail is not None else None
+        self._reload_lock = asyncio.Lock()
+
+    @property
+    def store(self) -> RegistryStore:
+        if not isinstance(self.registry, RegistryStore):
+            raise HTTPException(409, "the registry is a read-only file; serve a database "
+                                     "registry (sqlite:///... or postgresql://...) to change it")
+        return self.registry
+
+    async def reload(self) -> ReloadResult:
+        """Load, validate and lint the policy again; swap only if it has no error."""
+        async with self._reload_lock:
+            try:
+                policy = await asyncio.to_thread(load_policy, self.config.policy)
+            except InputError as exc:
+                return ReloadResult(activated=False, digest=self.engine.policy_digest,
+                                    problems=[d.render() for d in exc.diagnostics])
+            errors = [d for d in await asyncio.to_thread(lint, self.config.policy)
+                      if d.severity == "error"]
+            if errors:
+                return ReloadResult(activated=False, digest=self.engine.policy_digest,
+                                    problems=[d.render() for d in errors])
+            engine = Engine(policy, self.registry)
+            if self.trail is not None:
+                await asyncio.to_thread(self.trail.record_policy, policy)
+            self.engine = engine  # one reference assignment: requests see old or new
+            self.activated_at = datetime.now(UTC)
+            log.info("policy %s activated", engine.policy_digest)
+            return ReloadResult(activated=True, digest=engine.policy_digest, problems=[])
+
+    async def audit(self, entries: list[dict[str, Any]]) -> None:
+        if self.batcher is not None and entries:
+            await self.batcher.record(entries)
+
+    async def close(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.drain()
+        if self.trail is not None:
+            if self.trail.log.signer is not None and self.trail.log.size:
+                await asyncio.to_thread(self.trail.checkpoint)
+            self.trail.close()
+        if isinstance(self.registry, RegistryStore):
+            self.registry.close()
+
+
+# --------------------------------------------------------------------------- middleware
+
+
+class BodyLimit:
+    """Refuse bodies over the limit with 413, whether announced or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
+                await _plain_error(send, 413, "request body too large")
+                return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await _plain_error(send, 413, "request body too large")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _plain_error(send: Send, status: int, detail: str) -> None:
+    body = ('{"detail":"' + detail + '"}').encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+# --------------------------------------------------------------------------- app
+
+
+def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
+    """The ASGI application. Raises `InputError` when the policy, registry, audit log or
+    tokens cannot be loaded (the server then does not start)."""
+    state = service if service is not None else Service(config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        # SIGHUP reloads the policy (only where the loop runs in the main thread)
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(state.reload()))
+        yield
+        await state.close()
+
+    app = FastAPI(
+        title="flowguard", version="1",
+        description="Consent-aware information-flow checks for co-produced public services.",
+        lifespan=lifespan,
+        responses={401: {"model": Problem, "description": "missing or unknown token"},
+                   403: {"model": Problem, "description": "not allowed for this token"},
+                   413: {"model": Problem, "description": "request body too large"}})
+    app.state.service = state
+    bearer = HTTPBearer(auto_error=False)
+
+    def require(scope: TokenScope) -> Callable[..., Awaitable[Token]]:
+        async def dependency(
+                credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+        ) -> Token:
+            if credentials is None or credentials.scheme.lower() != "bearer":
+                raise HTTPException(401, "a bearer token is required",
+                                    headers={"WWW-Authenticate": "Bearer"})
+            token = state.tokens.authenticate(credentials.credentials)
+            if token is None:
+                raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
+            if scope not in token.scopes:
+                await state.audit([access_entry(
+                    token=token.id, organization=token.organization, action=scope,
+                    reason="scope-missing", at=datetime.now(UTC))])
+                raise HTTPException(403, f"this token lacks the `{scope}` scope")
+            return token
+        return dependency
+
+    async def request_id(x_request_id: Annotated[str, Header(
+            description="A unique id for this request (8-128 of A-Z a-z 0-9 . _ : -); a "
+                        "repeated id is refused as a replay.")]) -> str:
+        if not REQUEST_ID.match(x_request_id):
+            raise HTTPException(400, "X-Request-Id must be 8-128 characters of "
+                                     "A-Z a-z 0-9 . _ : -")
+        if not state.replays.first_use(x_request_id):
+            raise HTTPException(409, "this X-Request-Id was used before: replay refused")
+        return x_request_id
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [{"path": _json_path(e.get("loc", ())), "message": str(e.get("msg", "")),
+                     "type": str(e.get("type", ""))} for e in exc.errors()]
+        return JSONResponse({"detail": problems}, status_code=422)
+
+    @app.exception_handler(InputError)
+    async def input_error(request: Request, exc: InputError) -> JSONResponse:
+        return JSONResponse({"detail": [d.render() for d in exc.diagnostics]},
+                            status_code=422)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.error("internal error (%s) on %s", type(exc).__name__, request.url.path.split("/")[2]
+                  if request.url.path.count("/") > 1 else "/")
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    async def decide(token: Token, flows: list[Flow]) -> list[Decision]:
+        engine = state.engine
+        actors = engine.policy.actors
+        outside = [f.sender for f in flows
+                   if f.sender not in actors or
+                   actors[f.sender].organization != token.organization]
+        if outside:
+            await state.audit([access_entry(
+                token=token.id, organization=token.organization, action="check",
+                reason="sender-outside-organization", sender=outside[0],
+                at=datetime.now(UTC))])
+            raise HTTPException(403, f"sender `{outside[0]}` is not an actor of organization "
+                                     f"`{token.organization}`")
+        decisions = engine.check_many(flows)
+        if state.trail is not None:
+            entries = state.trail.decision_entries(decisions, engine.policy,
+                                                   engine.registry_revision)
+            try:
+                await state.audit(entries)
+            except Exception:
+                # a decision that cannot be recorded must not be acted on
+                return [engine.error_decision(d.flow, d.evaluated_at, AUDIT_FAILED)
+                        for d in decisions]
+        return decisions
+
+    @app.post("/v1/check", response_model=Decision, tags=["check"],
+              responses={409: {"model": Problem}, 422: {"description": "invalid flow"}})
+    async def check(flow: Flow, token: Annotated[Token, Depends(require("check"))],
+                    _: Annotated[str, Depends(request_id)]) -> Response:
+        """Decide one flow (SPEC §6 decision JSON)."""
+        decision = (await decide(token, [flow]))[0]
+        return Response(decision.model_dump_json(), media_type="application/json")
+
+    @app.post("/v1/check/batch", response_model=DecisionBatch, tags=["check"],
+              responses={409: {"model": Problem}, 422: {"description": "invalid flows"}})
+    async def check_batch(batch: CheckBatch,
+                          token: Annotated[Token, Depends(require("check"))],
+                          _: Annotated[str, Depends(request_id)]) -> Response:
+        """Decide up to the configured limit of flows at one instant."""
+        if len(batch.flows) > state.config.batch_limit:
+            raise HTTPException(413, f"at most {state.config.batch_limit} flows per batch")
+        decisions = await decide(token, list(batch.flows))
+        body = DecisionBatch.model_construct(decisions=tuple(decisions)).model_dump_json()
+        return Response(body, media_type="application/json")
+
+    # ------------------------------------------------------------------ consents
+
+    def _event(event: Any) -> RecordedEvent:
+        return RecordedEvent(seq=event.seq, kind=event.kind, record=event.record,
+                             recorded_at=event.recorded_at)
+
+    @app.post("/v1/consents", response_model=RecordedEvent, status_code=201,
+              tags=["consents"], responses={409: {"model": Problem}})
+    async def grant(body: GrantRequest,
+                    token: Annotated[Token, Depends(require("consent:write"))],
+                    _: Annotated[str, Depends(request_id)]) -> RecordedEvent:
+        """Record a consent."""
+        store = state.store
+        return _event(await asyncio.to_thread(store.grant, body.consent, by=body.by))
+
+    @app.post("/v1/consents/{consent_id}/withdraw", response_model=RecordedEvent,
+              tags=["consents"], responses={409: {"model": Problem}})
+    async def withdraw(consent_id: Id, body: ChangeRequest,
+                       token: Annotated[Token, Depends(require("consent:write"))],
+                       _: Annotated[str, Depends(request_id)]) -> RecordedEvent:
+        """Withdraw a consent: its id is all it takes (GDPR Art. 7(3))."""
+        store = state.store
+        return _event(await asyncio.to_thread(store.withdraw, consent_id, by=body.by,
+                                              at=body.at, evidence=body.evidence))
+
+    @app.get("/v1/consents/{consent_id}", response_model=ConsentView, tags=["consents"],
+             responses={404: {"model": Problem}})
+    async def show_consent(consent_id: Id,
+                           token: Annotated[Token, Depends(require("consent:read"))]
+                           ) -> ConsentView:
+        """The current version of a consent and its status now."""
+        found = await asyncio.to_thread(state.store.consent, consent_id)
+        if found is None:
+            raise HTTPException(404, f"no consent `{consent_id}`")
+        consent, version = found
+        return ConsentView(version=version, status=consent_status(consent, datetime.now(UTC)),
+                           consent=consent)
+
+    @app.get("/v1/consents/{consent_id}/history", response_model=list[RecordedEvent],
+             tags=["consents"], responses={404: {"model": Problem}})
+    async def consent_history(consent_id: Id,
+                              token: Annotated[Token, Depends(require("consent:read"))]
+                              ) -> list[RecordedEvent]:
+        """Every recorded event of a consent, oldest first."""
+        events = [e for e in await asyncio.to_thread(state.store.history, consent_id)
+                  if e.kind.startswith("consent.")]
+        if not events:
+            raise HTTPException(404, f"no consent `{consent_id}`")
+        return [_event(e) for e in events]
+
+    @app.post("/v1/guardianships", response_model=RecordedEvent, status_code=201,
+              tags=["guardianships"], responses={409: {"model": Problem}})
+    async def add_guardianship(body: GuardianshipRequest,
+                               token: Annotated[Token, Depends(require("consent:write"))],
+                               _: Annotated[str, Depends(request_id)]) -> RecordedEvent:
+        """Record a guardianship."""
+        return _event(await asyncio.to_thread(state.store.add_guardianship,
+                                              body.guardianship, by=body.by))
+
+    @app.post("/v1/guardianships/{guardianship_id}/end", response_model=RecordedEvent,
+              tags=["guardianships"], responses={409: {"model": Problem}})
+    async def end_guardianship(guardianship_id: Id, body: ChangeRequest,
+                               token: Annotated[Token, Depends(require("consent:write"))],
+                               _: Annotated[str, Depends(request_id)]) -> RecordedEvent:
+        """End a guardianship."""
+        return _event(await asyncio.to_thread(state.store.end_guardianship, guardianship_id,
+                                              by=body.by, at=body.at, evidence=body.evidence))
+
+    @app.post("/v1/guardianships/query", response_model=list[Guardianship],
+              tags=["guardianships"])
+    async def list_guardianships(body: SubjectQuery,
+                                 token: Annotated[Token, Depends(require("consent:read"))]
+                                 ) -> list[Guardianship]:
+        """A subject's guardianships (the subject id travels in the body, never in a URL
+        that logs and proxies record)."""
+        records = await asyncio.to_thread(state.registry.records_of, body.subject)
+        return sorted(records.guardianships, key=lambda g: g.id)
+
+    # ------------------------------------------------------------------ audit
+
+    def _trail() -> AuditTrail:
+        if state.trail is None:
+            raise HTTPException(404, "this server keeps no audit log")
+        return state.trail
+
+    @app.get("/v1/audit/checkpoint", response_class=PlainTextResponse, tags=["audit"],
+             responses={404: {"model": Problem}})
+    async def audit_checkpoint(token: Annotated[Token, Depends(require("audit:read"))]
+                               ) -> PlainTextResponse:
+        """The latest signed checkpoint (C2SP tlog-checkpoint signed note)."""
+        note = await asyncio.to_thread(_trail().log.latest_checkpoint)
+        if note is None:
+            raise HTTPException(404, "no checkpoint has been signed yet")
+        return PlainTextResponse(note)
+
+    @app.get("/v1/audit/proof/{index}", response_class=PlainTextResponse, tags=["audit"],
+             responses={404: {"model": Problem}})
+    async def audit_proof(index: Annotated[int, Path(ge=0)],
+                          token: Annotated[Token, Depends(require("audit:read"))]
+                          ) -> PlainTextResponse:
+        """A `c2sp.org/tlog-proof@v1` receipt of entry `index` against the latest checkpoint
+        that covers it."""
+        receipt = await asyncio.to_thread(_receipt, _trail(), index)
+        return PlainTextResponse(receipt)
+
+    @app.get("/v1/audit/consistency", response_model=list[str], tags=["audit"],
+             responses={404: {"model": Problem}})
+    async def audit_consistency(old: Annotated[int, Query(ge=1)],
+                                new: Annotated[int, Query(ge=1)],
+                                token: Annotated[Token, Depends(require("audit:read"))]
+                                ) -> list[str]:
+        """The RFC 6962 consistency proof between tree sizes `old` and `new` (base64)."""
+        trail = _trail()
+        if not old <= new <= trail.log.size:
+            raise HTTPException(404, f"sizes must satisfy 1 <= old <= new <= {trail.log.size}")
+        import base64
+
+        proof = await asyncio.to_thread(trail.log.consistency_proof, old, new)
+        return [base64.b64encode(h).decode() for h in proof]
+
+    # ------------------------------------------------------------------ policy and health
+
+    @app.get("/v1/policy", response_model=PolicyInfo, tags=["policy"])
+    async def policy_info(token: Annotated[Token, Depends(require("check"))]) -> PolicyInfo:
+        """The active policy's digest."""
+        policy = state.engine.policy
+        return PolicyInfo(digest=state.engine.policy_digest, version=policy.version,
+                          service=policy.service.id if policy.service else None,
+                          activated_at=state.activated_at)
+
+    @app.post("/v1/policy/reload", response_model=ReloadResult, tags=["policy"])
+    async def policy_reload(token: Annotated[Token, Depends(require("admin"))],
+                            _: Annotated[str, Depends(request_id)]) -> ReloadResult:
+        """Load, validate and lint the policy again and activate it atomically; a policy with
+        errors leaves the active one in place and returns the errors."""
+        return await state.reload()
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], responses={503: {"model": Problem}})
+    async def readyz() -> JSONResponse:
+        """The registry and audit log answer."""
+        try:
+            await asyncio.to_thread(lambda: state.registry.revision)
+            if state.trail is not None:
+                await asyncio.to_thread(lambda: state.trail.log.size if state.trail else 0)
+        except Exception as exc:
+            log.error("not ready (%s)", type(exc).__name__)
+            return JSONResponse({"detail": "storage unavailable"}, status_code=503)
+        return JSONResponse({"status": "ready", "policy": state.engine.policy_digest})
+
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    return app
+
+
+def _receipt(trail: AuditTrail, index: int) -> str:
+    from flowguard.audit.checkpoint import Checkpoint
+    from flowguard.audit.note import parse_note
+    from flowguard.audit.receipt import make_receipt
+
+    size = trail.log.size
+    if not 0 <= index < size:
+        raise HTTPException(404, f"no entry {index}: the log has {size} entries")
+    for cp_size, note in reversed(trail.log.checkpoints()):
+        if cp_size > index:
+            checkpoint = Checkpoint.parse(parse_note(note).text)
+            proof = trail.log.inclusion_proof(index, checkpoint.size)
+            return make_receipt(index, trail.log.entry(index), proof, note)
+    raise HTTPException(404, f"no signed checkpoint covers entry {index} yet")
+
+
+def _json_path(loc: Any) -> str:
+    path = "$"
+    for part in loc if isinstance(loc, list | tuple) else ():
+        if part == "body":
+            continue
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+CONFIG_ENV = "FLOWGUARD_SERVER_CONFIG"
+
+
+def app_from_env() -> FastAPI:
+    """The app for uvicorn's worker processes: the config travels as JSON in
+    `FLOWGUARD_SERVER_CONFIG` (see `flowguard serve --workers`)."""
+    import json
+    import os
+
+    return create_app(ServerConfig(**json.loads(os.environ[CONFIG_ENV])))
