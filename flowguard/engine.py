@@ -324,15 +324,20 @@ class Engine:
         now_ts = now.timestamp()
         decide = self._decide
         # the batch is decided at one instant, so against one revision of the registry
-        self._sync_registry()
-        self._in_batch = True
-        # Decisions hold no reference cycles: collecting during a batch finds nothing, and
-        # each collection it triggers moves the heap closer to a full (whole-heap) one.
         try:
-            with gc_paused():
-                decisions = [decide(flow, now, now_ts) for flow in ready]
-        finally:
-            self._in_batch = False
+            self._sync_registry()
+        except Exception as exc:  # an unreachable registry: fail closed
+            log.error("registry unavailable (%s); the flows are denied", type(exc).__name__)
+            decisions = [self.error_decision(flow, now) for flow in ready]
+        else:
+            self._in_batch = True
+            # Decisions hold no reference cycles: collecting during a batch finds nothing,
+            # and each collection it triggers moves the heap closer to a full one.
+            try:
+                with gc_paused():
+                    decisions = [decide(flow, now, now_ts) for flow in ready]
+            finally:
+                self._in_batch = False
         if self.audit is not None:
             return self._audited(decisions, now)
         return decisions

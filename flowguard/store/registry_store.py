@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 COMPONENT = "registry"
 _APPEND_ONLY = "registry events are append-only: record a new event instead"
-MIGRATIONS = (
+MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1, "append-only registry events with a coordination row",
         sqlite=(
