@@ -152,7 +152,8 @@ class RegistryStore:
     def changed_since(self, revision: int) -> Collection[str] | None:
         if self._pinned is not None:
             return ()
-        rows = self.db.read("SELECT DISTINCT subject FROM registry_events WHERE seq > ? "
+        # walk the `seq` index from the revision on (DISTINCT would scan a whole index)
+        rows = self.db.read("SELECT subject FROM registry_events WHERE seq > ? ORDER BY seq "
                             f"LIMIT {_CHANGED_SUBJECTS_LIMIT + 1}", (revision,))
         if len(rows) > _CHANGED_SUBJECTS_LIMIT:
             return None
