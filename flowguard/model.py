@@ -30,7 +30,7 @@ from flowguard._hierarchy import Hierarchy
 
 Id = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=200, pattern=r"^[\w][\w.:@+\-/]*$"),
+    StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:@+\-/]*$"),
 ]
 Text = Annotated[str, StringConstraints(max_length=4000)]
 
