@@ -27,6 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flowguard.audit.entries import access_entry
@@ -39,7 +40,13 @@ from flowguard.policy import load_policy
 from flowguard.registry import InMemoryRegistry, Registry
 from flowguard.server.tokens import Scope as TokenScope
 from flowguard.server.tokens import Token, TokenTable, load_tokens
-from flowguard.store import RegistryStore, consent_status, open_registry
+from flowguard.store import (
+    RegistryStore,
+    consent_status,
+    is_database_url,
+    open_registry,
+    open_store,
+)
 
 log = logging.getLogger("flowguard.server")
 
@@ -125,6 +132,35 @@ class Problem(Model):
     detail: str
 
 
+class FieldProblem(Model):
+    path: str
+    message: str
+    type: str
+
+
+class ValidationProblem(Model):
+    """A 422: each problem with the JSON path of the value (the value is never echoed)."""
+
+    detail: list[FieldProblem]
+
+
+_TEXT: dict[str, Any] = {"description": "a signed note (text)",
+                         "content": {"text/plain": {"schema": {"type": "string"}}}}
+_STATUS_BY_CODE = {"duplicate": 409, "conflict": 409, "read-only": 409}
+
+
+async def _by_id(call: Callable[[], Any]) -> Any:
+    """Run a store write that names its record in the path: an unknown id is a 404."""
+    from flowguard.errors import RegistryError
+
+    try:
+        return await asyncio.to_thread(call)
+    except RegistryError as exc:
+        if any(d.code == "unknown-reference" for d in exc.diagnostics):
+            raise HTTPException(404, "; ".join(d.message for d in exc.diagnostics)) from None
+        raise
+
+
 # --------------------------------------------------------------------------- state
 
 
@@ -194,8 +230,6 @@ class Service:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         policy = load_policy(config.policy)
-        self.registry: Registry = (open_registry(config.registry, policy)
-                                   if config.registry else InMemoryRegistry())
         self.trail: AuditTrail | None = None
         if config.audit:
             if not config.pseudonym_key:
@@ -206,6 +240,11 @@ class Service:
                                     log_key=config.log_key,
                                     checkpoint_every=config.checkpoint_every,
                                     checkpoint_seconds=config.checkpoint_seconds)
+        self.registry: Registry = InMemoryRegistry()
+        if config.registry and is_database_url(config.registry):
+            self.registry = open_store(config.registry, policy, audit=self.trail)
+        elif config.registry:
+            self.registry = open_registry(config.registry, policy)
         self.tokens: TokenTable = load_tokens(config.tokens, set(policy.organizations))
         self.engine = Engine(policy, self.registry)
         self.activated_at = datetime.now(UTC)
@@ -276,25 +315,31 @@ class BodyLimit:
             if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
                 await _plain_error(send, 413, "request body too large")
                 return
+        # read the body here, up to the limit, so the app never sees a partial one
+        chunks: list[bytes] = []
         received = 0
-
-        async def limited() -> Message:
-            nonlocal received
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise _TooLarge
-            return message
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > self.limit:
+                await _plain_error(send, 413, "request body too large")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await _plain_error(send, 413, "request body too large")
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
 
-
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 async def _plain_error(send: Send, status: int, detail: str) -> None:
@@ -351,11 +396,9 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
         return dependency
 
     async def request_id(x_request_id: Annotated[str, Header(
+            pattern=REQUEST_ID.pattern,
             description="A unique id for this request (8-128 of A-Z a-z 0-9 . _ : -); a "
                         "repeated id is refused as a replay.")]) -> str:
-        if not REQUEST_ID.match(x_request_id):
-            raise HTTPException(400, "X-Request-Id must be 8-128 characters of "
-                                     "A-Z a-z 0-9 . _ : -")
         if not state.replays.first_use(x_request_id):
             raise HTTPException(409, "this X-Request-Id was used before: replay refused")
         return x_request_id
@@ -368,8 +411,22 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
 
     @app.exception_handler(InputError)
     async def input_error(request: Request, exc: InputError) -> JSONResponse:
-        return JSONResponse({"detail": [d.render() for d in exc.diagnostics]},
-                            status_code=422)
+        codes = {d.code for d in exc.diagnostics}
+        status = next((_STATUS_BY_CODE[c] for c in sorted(codes) if c in _STATUS_BY_CODE), 422)
+        if status == 422:
+            problems = [{"path": "$", "message": d.render(), "type": d.code}
+                        for d in exc.diagnostics]
+            return JSONResponse({"detail": problems}, status_code=422)
+        return JSONResponse({"detail": "; ".join(d.render() for d in exc.diagnostics)},
+                            status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # a body that is not JSON at all
+            return JSONResponse({"detail": [{"path": "$", "message": str(exc.detail),
+                                             "type": "json_invalid"}]}, status_code=422)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
+                            headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
@@ -438,14 +495,14 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
         return _event(await asyncio.to_thread(store.grant, body.consent, by=body.by))
 
     @app.post("/v1/consents/{consent_id}/withdraw", response_model=RecordedEvent,
-              tags=["consents"], responses={409: {"model": Problem}})
+              tags=["consents"], responses={404: {"model": Problem}, 409: {"model": Problem}})
     async def withdraw(consent_id: Id, body: ChangeRequest,
                        token: Annotated[Token, Depends(require("consent:write"))],
                        _: Annotated[str, Depends(request_id)]) -> RecordedEvent:
         """Withdraw a consent: its id is all it takes (GDPR Art. 7(3))."""
         store = state.store
-        return _event(await asyncio.to_thread(store.withdraw, consent_id, by=body.by,
-                                              at=body.at, evidence=body.evidence))
+        return _event(await _by_id(lambda: store.withdraw(consent_id, by=body.by, at=body.at,
+                                                          evidence=body.evidence)))
 
     @app.get("/v1/consents/{consent_id}", response_model=ConsentView, tags=["consents"],
              responses={404: {"model": Problem}})
@@ -482,13 +539,15 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
                                               body.guardianship, by=body.by))
 
     @app.post("/v1/guardianships/{guardianship_id}/end", response_model=RecordedEvent,
-              tags=["guardianships"], responses={409: {"model": Problem}})
+              tags=["guardianships"], responses={404: {"model": Problem},
+                                                 409: {"model": Problem}})
     async def end_guardianship(guardianship_id: Id, body: ChangeRequest,
                                token: Annotated[Token, Depends(require("consent:write"))],
                                _: Annotated[str, Depends(request_id)]) -> RecordedEvent:
         """End a guardianship."""
-        return _event(await asyncio.to_thread(state.store.end_guardianship, guardianship_id,
-                                              by=body.by, at=body.at, evidence=body.evidence))
+        store = state.store
+        return _event(await _by_id(lambda: store.end_guardianship(
+            guardianship_id, by=body.by, at=body.at, evidence=body.evidence)))
 
     @app.post("/v1/guardianships/query", response_model=list[Guardianship],
               tags=["guardianships"])
@@ -507,8 +566,8 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
             raise HTTPException(404, "this server keeps no audit log")
         return state.trail
 
-    @app.get("/v1/audit/checkpoint", response_class=PlainTextResponse, tags=["audit"],
-             responses={404: {"model": Problem}})
+    @app.get("/v1/audit/checkpoint", tags=["audit"],
+             responses={200: _TEXT, 404: {"model": Problem}})
     async def audit_checkpoint(token: Annotated[Token, Depends(require("audit:read"))]
                                ) -> PlainTextResponse:
         """The latest signed checkpoint (C2SP tlog-checkpoint signed note)."""
@@ -517,8 +576,8 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
             raise HTTPException(404, "no checkpoint has been signed yet")
         return PlainTextResponse(note)
 
-    @app.get("/v1/audit/proof/{index}", response_class=PlainTextResponse, tags=["audit"],
-             responses={404: {"model": Problem}})
+    @app.get("/v1/audit/proof/{index}", tags=["audit"],
+             responses={200: _TEXT, 404: {"model": Problem}})
     async def audit_proof(index: Annotated[int, Path(ge=0)],
                           token: Annotated[Token, Depends(require("audit:read"))]
                           ) -> PlainTextResponse:
@@ -552,7 +611,8 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
                           service=policy.service.id if policy.service else None,
                           activated_at=state.activated_at)
 
-    @app.post("/v1/policy/reload", response_model=ReloadResult, tags=["policy"])
+    @app.post("/v1/policy/reload", response_model=ReloadResult, tags=["policy"],
+              responses={409: {"model": Problem}})
     async def policy_reload(token: Annotated[Token, Depends(require("admin"))],
                             _: Annotated[str, Depends(request_id)]) -> ReloadResult:
         """Load, validate and lint the policy again and activate it atomically; a policy with
@@ -576,6 +636,22 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
             return JSONResponse({"detail": "storage unavailable"}, status_code=503)
         return JSONResponse({"status": "ready", "policy": state.engine.policy_digest})
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            document = get_openapi(title=app.title, version=app.version,
+                                   description=app.description, routes=app.routes)
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            schemas["HTTPValidationError"] = ValidationProblem.model_json_schema(
+                ref_template="#/components/schemas/{model}")
+            schemas.pop("ValidationError", None)
+            schemas["FieldProblem"] = FieldProblem.model_json_schema()
+            schemas["HTTPValidationError"].pop("$defs", None)
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     return app
 
