@@ -11,6 +11,7 @@ paths but never echo input; no subject id reaches the server's log.
 
 import asyncio
 import contextlib
+import gc
 import logging
 import re
 import signal
@@ -361,6 +362,9 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
+        # what is loaded now lives as long as the process: keep the collector off it
+        gc.collect()
+        gc.freeze()
         # SIGHUP reloads the policy (only where the loop runs in the main thread)
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(state.reload()))
