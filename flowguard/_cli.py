@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.table import Table
 
+from flowguard._cli_audit import audit, keys
 from flowguard._cli_common import (
     EXIT_DENY,
     EXIT_INPUT,
@@ -321,7 +322,7 @@ def _demo_withdrawal(example: Path, url: str) -> None:
         _print_decision(engine.check(flow))
 
 
-for _group in (registry, consent, subject, guardianship, serve, token):
+for _group in (registry, consent, subject, guardianship, serve, token, keys, audit):
     cli.add_command(_group)
 
 
