@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -43,7 +44,7 @@ request = function()
   local headers = {}
   headers["Authorization"] = "Bearer TOKEN"
   headers["Content-Type"] = "application/json"
-  headers["X-Request-Id"] = "w" .. tid .. "-" .. counter .. "-" .. math.random(1, 1000000000)
+  headers["X-Request-Id"] = "RUN-" .. tid .. "-" .. counter
   return wrk.format("POST", "PATH", headers, BODIES[(counter % #BODIES) + 1])
 end
 """
@@ -124,10 +125,14 @@ def main() -> None:
             script = folder / f"{name}.lua"
             script.write_text(
                 "BODIES = {" + ", ".join(lua_string(b) for b in bodies) + "}\n"
-                + LUA.replace("TOKEN", token).replace("PATH", path))
+                + LUA.replace("TOKEN", token).replace("PATH", path)
+                .replace("RUN", uuid.uuid4().hex))
             scripts[name] = script
         results: dict[str, list[dict[str, float]]] = {"healthz": [], "single": [], "batch": []}
         for _ in range(args.repeat):
+            for script in scripts.values():  # fresh request ids for every run
+                script.write_text(re.sub(r'"[0-9a-f]{32}-', f'"{uuid.uuid4().hex}-',
+                                         script.read_text()))
             results["healthz"].append(wrk(base + "/healthz", args.seconds, args.connections,
                                           None))
             results["single"].append(wrk(base, args.seconds, args.connections,

@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from flowguard.errors import Diagnostic, InputError
-from flowguard.model import Decision, Policy
+from flowguard.model import CategoryDecision, Decision, Policy
+
+_orjson: Any
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - a declared dependency
+    _orjson = None
 
 ENTRY_VERSION = 1
 PSEUDONYM_PREFIX = "hmac-sha256:"
@@ -30,14 +36,48 @@ class KeyFileError(InputError):
 
 def canonical_entry(entry: dict[str, Any]) -> bytes:
     """RFC 8785 bytes of an entry. Entries hold only strings, integers, booleans, null,
-    lists and objects with ASCII keys, for which sorted-key compact `json.dumps` is exactly
-    JCS (tests compare it with the `rfc8785` package); it is several times faster."""
+    lists and objects with ASCII keys, for which orjson's sorted-key output (and, without
+    orjson, sorted-key compact `json.dumps`) is exactly JCS: tests compare both with the
+    `rfc8785` package. A float, an integer beyond 64 bits or a lone surrogate is refused."""
+    _check_domain(entry)
+    if _orjson is not None:
+        try:
+            return bytes(_orjson.dumps(entry, option=_orjson.OPT_SORT_KEYS))
+        except _orjson.JSONEncodeError as exc:  # a lone surrogate, a non-str key
+            raise ValueError(f"not an audit entry: {exc}") from None
     return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False).encode("utf-8")
 
 
+_SAFE_INT = 2**53 - 1
+
+
+def _check_domain(value: Any) -> None:
+    """Refuse what RFC 8785 would write differently from us: floats, and integers beyond
+    the IEEE-754 safe range."""
+    kind = type(value)
+    if kind is dict:
+        for item in value.values():
+            _check_domain(item)
+    elif kind is list or kind is tuple:
+        for item in value:
+            _check_domain(item)
+    elif kind is int:
+        if not -_SAFE_INT <= value <= _SAFE_INT:
+            raise ValueError("audit entries hold integers within +-(2**53 - 1) only")
+    elif kind is float:
+        raise ValueError("audit entries hold no floating-point numbers")
+
+
+_LAST_TIME: list[Any] = [None, ""]
+
+
 def _time(value: datetime) -> str:
-    return value.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    if value == _LAST_TIME[0]:  # a batch's decisions share their instant
+        return str(_LAST_TIME[1])
+    text = value.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    _LAST_TIME[:] = [value, text]
+    return text
 
 
 class Pseudonymizer:
@@ -47,10 +87,17 @@ class Pseudonymizer:
         if len(key) < 32:
             raise ValueError("a pseudonym key has at least 32 bytes")
         self._key = key
+        self._cache: dict[str, str] = {}
 
     def __call__(self, subject_id: str) -> str:
+        cached = self._cache.get(subject_id)
+        if cached is not None:
+            return cached
         digest = hmac.new(self._key, subject_id.encode("utf-8"), hashlib.sha256).hexdigest()
-        return PSEUDONYM_PREFIX + digest
+        if len(self._cache) >= 100_000:
+            self._cache.clear()
+        pseudonym = self._cache[subject_id] = PSEUDONYM_PREFIX + digest
+        return pseudonym
 
 
 def generate_pseudonym_key(path: Path) -> None:
@@ -108,17 +155,10 @@ def decision_entry(decision: Decision, pseudonym: Pseudonymizer, *, organization
     rules: set[str] = set()
     consents: set[str] = set()
     for c in decision.categories:
-        item: dict[str, Any] = {"category": c.category, "decision": c.decision,
-                                "reason": c.reasons[0].code.value if c.reasons else None}
-        if c.basis is not None:
-            item.update(rule=c.basis.rule, basis=c.basis.basis, consent=c.basis.consent,
-                        law=c.basis.law, art9=c.basis.art9)
-        for reason in c.reasons:
-            if reason.rule:
-                rules.add(reason.rule)
-            if reason.consent:
-                consents.add(reason.consent)
-        categories.append({k: v for k, v in item.items() if v is not None})
+        item, item_rules, item_consents = _category_part(c)
+        categories.append(item)
+        rules.update(item_rules)
+        consents.update(item_consents)
     entry: dict[str, Any] = {
         "v": ENTRY_VERSION, "kind": "decision", "time": _time(decision.evaluated_at),
         "decision_id": decision.decision_id, "outcome": decision.decision,
@@ -130,6 +170,31 @@ def decision_entry(decision: Decision, pseudonym: Pseudonymizer, *, organization
         "policy_digest": decision.policy_digest, "registry_revision": registry_revision,
     }
     return entry
+
+
+_CATEGORY_PARTS: dict[int, tuple[CategoryDecision, dict[str, Any], tuple[str, ...],
+                                 tuple[str, ...]]] = {}
+
+
+def _category_part(c: CategoryDecision) -> tuple[dict[str, Any], tuple[str, ...],
+                                                 tuple[str, ...]]:
+    """The entry's view of one category decision. The engine reuses category decisions,
+    so the view is kept per object (the object is held, so its id is not reused)."""
+    cached = _CATEGORY_PARTS.get(id(c))
+    if cached is not None and cached[0] is c:
+        return cached[1], cached[2], cached[3]
+    item: dict[str, Any] = {"category": c.category, "decision": c.decision,
+                            "reason": c.reasons[0].code.value if c.reasons else None}
+    if c.basis is not None:
+        item.update(rule=c.basis.rule, basis=c.basis.basis, consent=c.basis.consent,
+                    law=c.basis.law, art9=c.basis.art9)
+    item = {k: v for k, v in item.items() if v is not None}
+    rules = tuple(r.rule for r in c.reasons if r.rule)
+    consents = tuple(r.consent for r in c.reasons if r.consent)
+    if len(_CATEGORY_PARTS) >= 50_000:
+        _CATEGORY_PARTS.clear()
+    _CATEGORY_PARTS[id(c)] = (c, item, rules, consents)
+    return item, rules, consents
 
 
 def registry_entry(*, seq: int, kind: str, record: str | None, subject: str, by: str,
