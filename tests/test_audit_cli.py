@@ -501,3 +501,25 @@ def test_the_auditor_through_real_processes(setup: Setup) -> None:
     bad = flowguard("audit", "verify", "--vkey", setup.vkey)
     assert bad.returncode == 1
     assert "entry 4 is missing" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_verify_checks_the_entries_form_only_when_asked(tmp_path: Path) -> None:
+    from flowguard.audit.log import init_audit
+    from flowguard.audit.note import generate_key
+    from flowguard.store._db import connect
+
+    skey, vkey = generate_key("form.test/log")
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    db = connect(url)
+    init_audit(db)
+    log = AuditLog(db, signer=Signer(skey))
+    log.append([{"kind": "decision", "subject": "citizen-0042", "v": 1}])
+    log.checkpoint()
+    log.close()
+    integrity = CliRunner().invoke(cli, ["audit", "verify", "--audit", url, "--vkey", vkey])
+    assert integrity.exit_code == 0, integrity.output
+    form = CliRunner().invoke(cli, ["audit", "verify", "--audit", url, "--vkey", vkey,
+                                    "--check-entries"])
+    assert form.exit_code == 1
+    assert "entry 0 names its subject without a pseudonym" in form.output
+    assert "citizen-0042" not in form.output
