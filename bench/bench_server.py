@@ -137,7 +137,7 @@ def main() -> None:
                                           None))
             results["single"].append(wrk(base, args.seconds, args.connections,
                                          scripts["single"]))
-            results["batch"].append(wrk(base, args.seconds, 2, scripts["batch"]))
+            results["batch"].append(wrk(base, args.seconds, 2 * args.workers, scripts["batch"]))
         server.send_signal(signal.SIGTERM)
         server.communicate(timeout=60)
     finally:

@@ -162,7 +162,7 @@ def decision_entry(decision: Decision, pseudonym: Pseudonymizer, *, organization
     entry: dict[str, Any] = {
         "v": ENTRY_VERSION, "kind": "decision", "time": _time(decision.evaluated_at),
         "decision_id": decision.decision_id, "outcome": decision.decision,
-        "reason": decision.reason.value, "sender": flow.sender, "recipient": flow.recipient,
+        "reason": decision.reason, "sender": flow.sender, "recipient": flow.recipient,
         "organization": organization, "subject": pseudonym(flow.subject),
         "data": list(flow.data), "purpose": flow.purpose, "subprocess": flow.subprocess,
         "at": _time(flow.at) if flow.at is not None else None,
@@ -183,12 +183,19 @@ def _category_part(c: CategoryDecision) -> tuple[dict[str, Any], tuple[str, ...]
     cached = _CATEGORY_PARTS.get(id(c))
     if cached is not None and cached[0] is c:
         return cached[1], cached[2], cached[3]
-    item: dict[str, Any] = {"category": c.category, "decision": c.decision,
-                            "reason": c.reasons[0].code.value if c.reasons else None}
-    if c.basis is not None:
-        item.update(rule=c.basis.rule, basis=c.basis.basis, consent=c.basis.consent,
-                    law=c.basis.law, art9=c.basis.art9)
-    item = {k: v for k, v in item.items() if v is not None}
+    reasons = c.reasons
+    # a reason code is a str enum: both encoders write its value
+    item: dict[str, Any] = {"category": c.category, "decision": c.decision}
+    if reasons:
+        item["reason"] = reasons[0].code
+    basis = c.basis
+    if basis is not None:
+        item["rule"] = basis.rule
+        item["basis"] = basis.basis
+        for key, value in (("consent", basis.consent), ("law", basis.law),
+                           ("art9", basis.art9)):
+            if value is not None:
+                item[key] = value
     rules = tuple(r.rule for r in c.reasons if r.rule)
     consents = tuple(r.consent for r in c.reasons if r.consent)
     if len(_CATEGORY_PARTS) >= 50_000:
