@@ -461,3 +461,25 @@ def test_two_servers_on_one_postgresql_registry_and_log(tmp_path: Path) -> None:
                 assert open_checkpoint(note, [Verifier(setup.vkey)]).root_hash == roots[size]
         finally:
             log.close()
+
+
+def test_sighup_reloads_the_policy(setup: Setup) -> None:
+    port = free_port()
+    process = start_cli_server(setup, port)
+    auth = {"Authorization": f"Bearer {setup.token['kommune']}"}
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            before = client.get("/v1/policy", headers=auth).json()["digest"]
+            policy_file = setup.policy / "policy.yaml"
+            policy_file.write_text(policy_file.read_text().replace(
+                "Serviceloven", "Serviceloven (SIGHUP)"))
+            process.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 20
+            after = before
+            while after == before and time.monotonic() < deadline:
+                time.sleep(0.1)
+                after = client.get("/v1/policy", headers=auth).json()["digest"]
+            assert after != before
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
