@@ -25,6 +25,7 @@ from flowguard._cli_common import (
     open_trail,
     out,
 )
+from flowguard._cli_design import COMMANDS as DESIGN_COMMANDS
 from flowguard._cli_registry import consent, guardianship, parse_time, registry, subject
 from flowguard._cli_serve import serve, token
 from flowguard._loading import Collector
@@ -322,7 +323,8 @@ def _demo_withdrawal(example: Path, url: str) -> None:
         _print_decision(engine.check(flow))
 
 
-for _group in (registry, consent, subject, guardianship, serve, token, keys, audit):
+for _group in (registry, consent, subject, guardianship, serve, token, keys, audit,
+               *DESIGN_COMMANDS):
     cli.add_command(_group)
 
 

@@ -1,0 +1,134 @@
+"""Terminal reports with rich: tables for the design's flows, the consent plan and the
+findings; a diff as grouped statements; reach answers as a table."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from flowguard.analysis import (
+    CHANGE_KINDS,
+    CHANGE_TEXT,
+    PolicyDiff,
+    ReachAnswer,
+    Vocabulary,
+    purposes_text,
+    status_text,
+    subprocesses_text,
+)
+from flowguard.design import OUTCOMES, DesignReport
+from flowguard.reports._common import (
+    LABEL,
+    RICH_STYLE,
+    SYMBOL,
+    consent_form_text,
+    flow_lines,
+    grantors_line,
+    plan_items,
+    service_title,
+)
+
+
+def _outcome(outcome: str) -> str:
+    return f"[{RICH_STYLE[outcome]}]{SYMBOL[outcome]} {LABEL[outcome]}[/]"
+
+
+def print_design(report: DesignReport, console: Console, *, verbose: bool = False) -> None:
+    policy = report.policy
+    header = report.design.design
+    name = header.name or header.service or "flow design"
+    console.print(f"[bold]Flow design[/] {escape(name)} · policy {escape(service_title(policy))}"
+                  f" [dim]{policy.digest}[/]")
+    table = Table(show_lines=False, expand=False)
+    for column in ("flow", "step", "from → to", "data", "purpose", "outcome"):
+        table.add_column(column, overflow="fold")
+    for r in report.flows:
+        f = r.flow
+        table.add_row(escape(f.id), escape(f.subprocess), escape(f"{f.sender} → {f.recipient}"),
+                      escape(", ".join(f.data)), escape(f.purpose), _outcome(r.outcome))
+    console.print(table)
+    console.print("[bold]Why[/]" + ("" if verbose else " (lawful flows: --verbose)"))
+    for r in report.flows:
+        if r.outcome == "lawful" and not verbose:
+            continue
+        for outcome, categories, text in flow_lines(r, policy):
+            console.print(f"  {escape(r.flow.id)} [{RICH_STYLE[outcome]}]{SYMBOL[outcome]}[/] "
+                          f"{escape(', '.join(categories))}: {escape(text)}")
+    if report.plan:
+        console.print("  " + escape(grantors_line(report)))
+    if report.findings:
+        findings = Table(title="Design checks", expand=False)
+        for column in ("check", "flow", "line", "finding"):
+            findings.add_column(column, overflow="fold")
+        for x in report.findings:
+            findings.add_row(f"[yellow]⚠ {escape(x.check)}[/]", escape(x.flow or ""),
+                             str(x.position[0] or ""), escape(x.message))
+        console.print(findings)
+    items = plan_items(report)
+    if items:
+        console.print(f"[bold]Consent plan[/]: {len(items)} consent(s) to ask each citizen for")
+        for item in items:
+            lines = consent_form_text(item, policy)
+            console.print(f"\n[bold]{escape(lines[0])}[/]")
+            for line in lines[1:]:
+                console.print("  " + escape(line))
+    counts = ", ".join(f"{report.counts.get(o, 0)} {LABEL[o]}" for o in OUTCOMES
+                       if report.counts.get(o, 0))
+    verdict = "[red]FAIL[/]" if report.failed else "[green]PASS[/]"
+    console.print(f"\n{verdict} {len(report.flows)} flows: {counts}; "
+                  f"{len(report.plan)} consent(s) to collect; "
+                  f"{len(report.findings)} design finding(s)")
+
+
+def print_diff(diff: PolicyDiff, console: Console) -> None:
+    console.print(f"[bold]Policy change[/] {escape(diff.old_label)} → {escape(diff.new_label)}")
+    if not diff.changes:
+        console.print("no change in what is lawful")
+    for kind in CHANGE_KINDS:
+        changes = [c for c in diff.changes if c.kind == kind]
+        if not changes:
+            continue
+        style = {"widen": "yellow", "narrow": "cyan", "basis": "blue",
+                 "deny-reason": "dim"}[kind]
+        console.print(f"\n[bold {style}]{kind}[/] ({len(changes)}): {CHANGE_TEXT[kind]}")
+        for c in changes:
+            console.print(f"  • {escape(c.text)}")
+    if diff.vocabulary:
+        console.print("\n[bold]Declarations[/]")
+        for v in diff.vocabulary:
+            parts = [f"{label} {', '.join(values)}" for label, values in
+                     (("added", v.added), ("removed", v.removed), ("changed", v.changed))
+                     if values]
+            console.print(f"  {escape(v.section)}: {escape('; '.join(parts))}")
+    counts = diff.counts
+    console.print(f"\n{len(diff.changes)} statement(s); tuples widened {counts.get('widen', 0)}, "
+                  f"narrowed {counts.get('narrow', 0)}, basis changed {counts.get('basis', 0)}"
+                  f", deny reason changed {counts.get('deny-reason', 0)}")
+
+
+def print_reach(answer: ReachAnswer, console: Console) -> None:
+    policy = answer.policy
+    vocabulary = Vocabulary(policy)
+    filters = " ".join(f"{k} {v}" for k, v in answer.filters)
+    if answer.query == "who-can-receive":
+        console.print(f"[bold]Who can receive[/] {escape(answer.subject)}"
+                      + (f" ({escape(filters)})" if filters else ""))
+    else:
+        console.print(f"[bold]What can[/] {escape(answer.subject)} [bold]receive[/]"
+                      + (f" ({escape(filters)})" if filters else ""))
+    if not answer.rows:
+        console.print("nothing: no rule lets it through for any consent")
+        return
+    table = Table(expand=False)
+    for column in ("recipient", "categories", "purposes", "sub-processes", "from", "how"):
+        table.add_column(column, overflow="fold")
+    order = list(policy.subprocesses)
+    for r in answer.rows:
+        table.add_row(escape(r.recipient), escape(", ".join(r.categories)),
+                      escape(purposes_text(r.purposes, policy).removeprefix("for ")),
+                      escape(subprocesses_text(r.subprocesses, order).removeprefix("at ")),
+                      escape(vocabulary.actors_text(r.senders, everyone="anyone")),
+                      escape(status_text(r.status)))
+    console.print(table)
+    console.print(f"{len(answer.recipients)} recipient(s), {len(answer.rows)} row(s)")
