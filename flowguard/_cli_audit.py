@@ -282,7 +282,7 @@ def audit_export(audit_url: str, start: int, end: int | None) -> None:
     (canonical JSON), each followed by a newline."""
     _non_negative(start, "--start")
     _non_negative(end, "--end")
-    stream = click.get_binary_stream("stdout")
+    stream = sys.stdout.buffer
     with _log(audit_url) as log:
         stop = log.size if end is None else min(end, log.size)
         for _, data in log.entries(start, stop):
