@@ -11,8 +11,9 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -54,7 +55,7 @@ def store_error(url: str, message: str, hint: str | None = None) -> StoreError:
     return StoreError([Diagnostic(message, redact_url(url), code="store", hint=hint)])
 
 
-class Database:
+class Database(ABC):
     """A connection (SQLite) or a pool (PostgreSQL) with one way to read and one to write."""
 
     dialect: Dialect
@@ -62,22 +63,22 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
 
+    @abstractmethod
     def read(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        raise NotImplementedError
+        """All rows of one query, outside any write transaction."""
 
     def read_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         rows = self.read(sql, params)
         return rows[0] if rows else None
 
-    @contextmanager
-    def write(self) -> Iterator[Cursor]:
+    @abstractmethod
+    def write(self) -> AbstractContextManager[Cursor]:
         """A transaction that holds the database's write lock from its first statement
         (SQLite `BEGIN IMMEDIATE`; on PostgreSQL the caller locks a coordination row)."""
-        raise NotImplementedError
-        yield  # pragma: no cover
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Close the connection or pool."""
 
 
 class SqliteDatabase(Database):
