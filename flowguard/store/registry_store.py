@@ -37,34 +37,29 @@ if TYPE_CHECKING:
 
 COMPONENT = "registry"
 _APPEND_ONLY = "registry events are append-only: record a new event instead"
+_TABLES = (
+    "CREATE TABLE registry_head (id INTEGER PRIMARY KEY CHECK (id = 1),"
+    " revision BIGINT NOT NULL, recorded_at BIGINT NOT NULL)",
+    "INSERT INTO registry_head VALUES (1, 0, 0)",
+    "CREATE TABLE registry_events (seq BIGINT PRIMARY KEY, recorded_at BIGINT NOT NULL,"
+    " kind TEXT NOT NULL, subject TEXT NOT NULL, record TEXT, actor TEXT NOT NULL,"
+    " evidence TEXT, body TEXT NOT NULL)",
+    "CREATE INDEX registry_events_by_subject ON registry_events (subject, seq)",
+    "CREATE INDEX registry_events_by_record ON registry_events (record, kind)",
+    "CREATE INDEX registry_events_by_time ON registry_events (recorded_at)",
+)
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1, "append-only registry events with a coordination row",
         sqlite=(
-            "CREATE TABLE registry_head (id INTEGER PRIMARY KEY CHECK (id = 1),"
-            " revision BIGINT NOT NULL, recorded_at BIGINT NOT NULL)",
-            "INSERT INTO registry_head VALUES (1, 0, 0)",
-            "CREATE TABLE registry_events (seq BIGINT PRIMARY KEY, recorded_at BIGINT NOT NULL,"
-            " kind TEXT NOT NULL, subject TEXT NOT NULL, record TEXT, actor TEXT NOT NULL,"
-            " evidence TEXT, body TEXT NOT NULL)",
-            "CREATE INDEX registry_events_by_subject ON registry_events (subject, seq)",
-            "CREATE INDEX registry_events_by_record ON registry_events (record, kind)",
-            "CREATE INDEX registry_events_by_time ON registry_events (recorded_at)",
+            *_TABLES,
             "CREATE TRIGGER registry_events_no_update BEFORE UPDATE ON registry_events "
             f"BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY}'); END",
             "CREATE TRIGGER registry_events_no_delete BEFORE DELETE ON registry_events "
             f"BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY}'); END",
         ),
         postgresql=(
-            "CREATE TABLE registry_head (id INTEGER PRIMARY KEY CHECK (id = 1),"
-            " revision BIGINT NOT NULL, recorded_at BIGINT NOT NULL)",
-            "INSERT INTO registry_head VALUES (1, 0, 0)",
-            "CREATE TABLE registry_events (seq BIGINT PRIMARY KEY, recorded_at BIGINT NOT NULL,"
-            " kind TEXT NOT NULL, subject TEXT NOT NULL, record TEXT, actor TEXT NOT NULL,"
-            " evidence TEXT, body TEXT NOT NULL)",
-            "CREATE INDEX registry_events_by_subject ON registry_events (subject, seq)",
-            "CREATE INDEX registry_events_by_record ON registry_events (record, kind)",
-            "CREATE INDEX registry_events_by_time ON registry_events (recorded_at)",
+            *_TABLES,
             "CREATE FUNCTION registry_events_append_only() RETURNS trigger LANGUAGE plpgsql AS "
             f"$$ BEGIN RAISE EXCEPTION '{_APPEND_ONLY}'; END $$",
             "CREATE TRIGGER registry_events_no_change BEFORE UPDATE OR DELETE ON "
