@@ -172,17 +172,9 @@ def decision_entry(decision: Decision, pseudonym: Pseudonymizer, *, organization
     return entry
 
 
-_CATEGORY_PARTS: dict[int, tuple[CategoryDecision, dict[str, Any], tuple[str, ...],
-                                 tuple[str, ...]]] = {}
-
-
 def _category_part(c: CategoryDecision) -> tuple[dict[str, Any], tuple[str, ...],
                                                  tuple[str, ...]]:
-    """The entry's view of one category decision. The engine reuses category decisions,
-    so the view is kept per object (the object is held, so its id is not reused)."""
-    cached = _CATEGORY_PARTS.get(id(c))
-    if cached is not None and cached[0] is c:
-        return cached[1], cached[2], cached[3]
+    """The entry's view of one category decision, with its rule and consent ids."""
     reasons = c.reasons
     # a reason code is a str enum: both encoders write its value
     item: dict[str, Any] = {"category": c.category, "decision": c.decision}
@@ -196,11 +188,8 @@ def _category_part(c: CategoryDecision) -> tuple[dict[str, Any], tuple[str, ...]
                            ("art9", basis.art9)):
             if value is not None:
                 item[key] = value
-    rules = tuple(r.rule for r in c.reasons if r.rule)
-    consents = tuple(r.consent for r in c.reasons if r.consent)
-    if len(_CATEGORY_PARTS) >= 50_000:
-        _CATEGORY_PARTS.clear()
-    _CATEGORY_PARTS[id(c)] = (c, item, rules, consents)
+    rules = tuple(r.rule for r in reasons if r.rule)
+    consents = tuple(r.consent for r in reasons if r.consent)
     return item, rules, consents
 
 
