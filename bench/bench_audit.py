@@ -64,9 +64,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import workload  # noqa: E402
 from bench_engine import batch_passes, fmt_num, print_table, ratio, single_calls  # noqa: E402
+from bench_registry import POSTGRES_URL, postgres_reachable  # noqa: E402
 
-POSTGRES_URL = os.environ.get("FLOWGUARD_TEST_POSTGRES_URL",
-                              "postgresql://postgres@127.0.0.1:5432/test")
 ORIGIN = "bench.flowguard.example/audit"
 BATCHES = (1, 10, 100, 1000)
 CHECKPOINT_EVERY = 1000
@@ -107,17 +106,6 @@ def database(kind: str, wdir: str) -> Iterator[str]:
     finally:
         with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
-
-
-def postgres_reachable() -> str | None:
-    """None when PostgreSQL answers, else why not."""
-    try:
-        import psycopg
-
-        psycopg.connect(POSTGRES_URL, connect_timeout=3).close()
-    except Exception as exc:
-        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return None
 
 
 def open_log(url: str, signer: Any) -> Any:
