@@ -11,16 +11,21 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from itertools import count
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flowguard._loading import Collector, closest, gc_paused
 from flowguard._source import Document
-from flowguard.errors import Diagnostic, FlowError
+from flowguard.errors import Diagnostic, ExplanationError, FlowError
 from flowguard.model import (
+    ID_PATTERN,
+    MAX_CATEGORIES_PER_FLOW,
+    MAX_ID_LENGTH,
     PRECEDENCE_RANK,
     Basis,
     CategoryDecision,
@@ -38,8 +43,9 @@ from flowguard.model import (
     Selector,
     Subject,
     construct,
+    pending_decision,
 )
-from flowguard.registry import EMPTY_REGISTRY, Registry
+from flowguard.registry import EMPTY_REGISTRY, InMemoryRegistry, Registry
 
 if TYPE_CHECKING:
     from flowguard.audit.trail import AuditTrail
@@ -50,6 +56,14 @@ _T = TypeVar("_T")
 _INF = math.inf
 _LEAF_CACHE_LIMIT = 4096
 _CACHE_LIMIT = 100_000
+_ID = re.compile(ID_PATTERN)
+_MAX_EPOCH_SECONDS = 20_000_000_000  # above it, validation reads an integer as milliseconds
+
+_Prepared = tuple[str, str, str, tuple[str, ...], str, str, float | None,
+                  datetime | int | None, Flow | None]
+"""A validated flow's fields: sender, recipient, subject, data, purpose, sub-process, time
+(seconds, None for now), the time as given (a datetime or epoch seconds), and the `Flow`
+itself when the caller gave one."""
 
 
 def _ts(value: datetime | None, default: float) -> float:
@@ -74,9 +88,10 @@ class _CompiledRule:
     purposes: frozenset[str] | None
     subprocesses: frozenset[str] | None
     consent_free: bool  # a permit on a non-consent basis
+    obligations: tuple[str, ...]  # sorted, each once
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class _CompiledConsent:
     id: str
     consent: Consent
@@ -90,6 +105,10 @@ class _CompiledConsent:
     subprocesses: frozenset[str] | None
     explicit: bool
     guardianships: tuple[_CompiledGuardianship, ...]
+    # the subject's own consent, given with authority, counts from `valid_from` until
+    # `valid_until` with no further question (otherwise `valid_from` is infinite)
+    valid_from: float
+    valid_until: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,16 +121,67 @@ class _CompiledGuardianship:
     valid_until: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class _SubjectFacts:
-    consents: tuple[_CompiledConsent, ...]
-    by_leaf: dict[str, tuple[_CompiledConsent, ...]]  # the consents covering each leaf
+    consents: tuple[_CompiledConsent, ...]  # sorted by id
+    # the consents covering each leaf, for a subject with many consents (else None: scan all)
+    by_leaf: dict[str, tuple[_CompiledConsent, ...]] | None
     guardianships: tuple[_CompiledGuardianship, ...]
     consent_from: float  # the subject's own consent counts from this time
     adult_from: float  # a parental guardianship ends at this time
     consent_age: int | None
 
+    def candidates(self, leaf: str) -> tuple[_CompiledConsent, ...]:
+        return self.consents if self.by_leaf is None else self.by_leaf.get(leaf, ())
 
+
+_Stage = tuple[ReasonCode, Any]
+_CONSENT_NEEDED = ReasonCode.CONSENT_MISSING
+
+
+@dataclass(slots=True, eq=False)
+class _RuleSet:
+    """The rules for one (recipient, leaf category), each kind sorted by id, and what they
+    decide in each (purpose, sub-process), filled in on first use: at most one entry for
+    each pair of declared ids. Where a rule selects senders, the outcome depends on the
+    sender too and is not kept."""
+
+    permits: tuple[_CompiledRule, ...]
+    forbids: tuple[_CompiledRule, ...]
+    by_sender: bool = False
+    outcomes: dict[tuple[str, str], _Stage] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.by_sender = any(r.senders is not None for r in (*self.permits, *self.forbids))
+
+    def stage(self, sender: str, purpose: str, subprocess: str) -> _Stage:
+        """Steps 2-4 of SPEC §5: (FORBIDDEN, the forbids that apply), (NO_PERMIT_RULE,
+        None), (PERMITTED, the smallest-id permit on a basis other than consent), or
+        (`_CONSENT_NEEDED`, the consent-based permits that apply)."""
+        hit = tuple(f for f in self.forbids
+                    if (f.senders is None or sender in f.senders)
+                    and (f.purposes is None or purpose in f.purposes)
+                    and (f.subprocesses is None or subprocess in f.subprocesses))
+        if hit:
+            return ReasonCode.FORBIDDEN, hit
+        permits = tuple(p for p in self.permits
+                        if (p.senders is None or sender in p.senders)
+                        and (p.purposes is None or purpose in p.purposes)
+                        and (p.subprocesses is None or subprocess in p.subprocesses))
+        if not permits:
+            return ReasonCode.NO_PERMIT_RULE, None
+        for p in permits:
+            if p.consent_free:
+                return ReasonCode.PERMITTED, p
+        return _CONSENT_NEEDED, permits
+
+
+_INDEX_FROM = 16  # consents of one subject from which they are indexed by leaf
+
+Judgement = tuple[ReasonCode, Any, Any]
+"""One leaf's outcome before any explanation is built: (code, a, b) with
+PERMITTED: (the permit rule, the consent or None); FORBIDDEN: (the forbids, None);
+NO_PERMIT_RULE: (None, None); a consent code: (the applicable permits, the subject's facts)."""
 
 
 class Engine:
@@ -119,7 +189,10 @@ class Engine:
     for concurrent registry revisions (each check reads the revision once)."""
 
     def __init__(self, policy: Policy, registry: Registry | None = None, *,
-                 audit: AuditTrail | None = None) -> None:
+                 audit: AuditTrail | None = None, preload: bool = False) -> None:
+        """`preload`: compile every subject of an in-memory registry now rather than at its
+        first check (a service's steady latency, for load time and memory); other
+        registries are always read subject by subject, as checks need them."""
         self.policy = policy
         self.registry: Registry = registry if registry is not None else EMPTY_REGISTRY
         self.audit = audit
@@ -134,19 +207,27 @@ class Engine:
         self._leaves_cache: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self._facts: dict[str, _SubjectFacts] = {}
         # consents name few distinct recipient, data and purpose lists: share their sets
-        self._shared_sets: dict[object, frozenset[str]] = {}
+        self._actor_sets: dict[tuple[Selector, ...], frozenset[str]] = {}
+        self._actor_sets_by_identity: dict[int, tuple[tuple[Selector, ...],
+                                                      frozenset[str]]] = {}
+        self._leaf_sets: dict[tuple[str, ...], frozenset[str]] = {}
+        self._purpose_sets: dict[tuple[str, ...], frozenset[str]] = {}
+        self._subprocess_sets: dict[tuple[str, ...], frozenset[str]] = {}
         self._facts_revision = self.registry.revision
         self._in_batch = False
         # a subject the registry does not know has no consents and counts as an adult
-        self._unknown_subject = _SubjectFacts((), {}, (), *self._ages(None))
-        self._permits: dict[tuple[str, str], tuple[_CompiledRule, ...]] = {}
-        self._forbids: dict[tuple[str, str], tuple[_CompiledRule, ...]] = {}
+        self._unknown_subject = _SubjectFacts((), None, (), *self._ages(None))
+        self._rules: dict[tuple[str, str], _RuleSet] = {}  # by (recipient, leaf)
         self._purpose_ids = self._purposes.ids
+        self._category_ids = self._categories.ids
         self._subprocess_ids = frozenset(policy.subprocesses)
         self._memo: dict[tuple[object, ...], Any] = {}
-        self._stages: dict[tuple[str, str, str, str, str],
-                           CategoryDecision | tuple[_CompiledRule, ...]] = {}
+        self._rest_of = self._rest  # bound once: every pending decision refers to it
         self._compile_rules()
+        if preload and isinstance(self.registry, InMemoryRegistry):
+            with gc_paused():
+                for subject_id in self.registry.subject_ids():
+                    self._subject_facts(subject_id)
         if audit is not None:
             audit.record_policy(policy)  # the activation, with the policy text kept
 
@@ -198,18 +279,15 @@ class Engine:
                 id=rule.id, rule=rule, senders=self.actors_matching(rule.sender),
                 purposes=purposes,
                 subprocesses=None if rule.subprocesses is None else frozenset(rule.subprocesses),
-                consent_free=rule.effect == "permit" and rule.basis != "consent")
+                consent_free=rule.effect == "permit" and rule.basis != "consent",
+                obligations=tuple(sorted(set(rule.obligations))))
             recipients = self.actors_matching(rule.recipient)
             for recipient in sorted(all_actors if recipients is None else recipients):
                 for leaf in self._leaves_of(rule.data):
                     target.setdefault((recipient, leaf), []).append(compiled)
-        self._permits = {k: tuple(v) for k, v in permits.items()}
-        self._forbids = {k: tuple(v) for k, v in forbids.items()}
-        # the rule stage depends on the sender only where some rule selects senders
-        self._sender_aware = frozenset(
-            recipient for index in (self._permits, self._forbids)
-            for (recipient, _), rules in index.items()
-            if any(r.senders is not None for r in rules))
+        self._rules = {
+            key: _RuleSet(tuple(permits.get(key, ())), tuple(forbids.get(key, ())))
+            for key in sorted(permits.keys() | forbids.keys())}
 
     def _subject_facts(self, subject_id: str) -> _SubjectFacts:
         if not self._in_batch:
@@ -245,39 +323,61 @@ class Engine:
             return self._unknown_subject
         consent_from, adult_from, consent_age = self._ages(subject)
         guardianships = tuple(self._compile_guardianship(g) for g in sorted(
-            guardianship_records, key=lambda g: g.id))
+            guardianship_records, key=_by_id)) if guardianship_records else ()
+        actor_sets, leaf_sets = self._actor_sets, self._leaf_sets
+        purpose_sets, subprocess_sets = self._purpose_sets, self._subprocess_sets
         compiled = []
-        shared = self._shared_sets
+        by_identity = self._actor_sets_by_identity
         for k in consents:
-            actors = shared.get(k.recipients)
-            if actors is None:
-                actors = shared[k.recipients] = frozenset().union(
-                    *(self.actors_matching(selector) or () for selector in k.recipients))
-            leaves = shared.get(("data", k.data))
+            recipients = k.recipients
+            known = by_identity.get(id(recipients))
+            if known is not None and known[0] is recipients:
+                actors = known[1]
+            else:
+                actors = actor_sets.get(recipients)  # type: ignore[assignment]
+                if actors is None:
+                    actors = actor_sets[recipients] = frozenset().union(
+                        *(self.actors_matching(selector) or () for selector in recipients))
+                if len(by_identity) >= _LEAF_CACHE_LIMIT:
+                    by_identity.clear()
+                # the entry holds `recipients`, so its id cannot be reused while it is there
+                by_identity[id(recipients)] = (recipients, actors)
+            leaves = leaf_sets.get(k.data)
             if leaves is None:
-                leaves = shared[("data", k.data)] = self._leaves_of(k.data)
-            purposes = shared.get(("purposes", k.purposes))
+                leaves = leaf_sets[k.data] = self._leaves_of(k.data)
+            purposes = purpose_sets.get(k.purposes)
             if purposes is None:
-                purposes = shared[("purposes", k.purposes)] = self._purposes_under(k.purposes)
+                purposes = purpose_sets[k.purposes] = self._purposes_under(k.purposes)
             subprocesses = None
             if k.subprocesses is not None:
-                subprocesses = shared.get(("subprocesses", k.subprocesses))
+                subprocesses = subprocess_sets.get(k.subprocesses)
                 if subprocesses is None:
-                    subprocesses = shared[("subprocesses", k.subprocesses)] = frozenset(
-                        k.subprocesses)
+                    subprocesses = subprocess_sets[k.subprocesses] = frozenset(k.subprocesses)
+            given = k.given_at.timestamp()
+            expires = _INF if k.expires_at is None else k.expires_at.timestamp()
+            withdrawn = _INF if k.withdrawn_at is None else k.withdrawn_at.timestamp()
+            by_subject = k.given_by == subject_id
+            if by_subject and given >= consent_from:
+                valid_from, valid_until = given, min(expires, withdrawn)
+            else:
+                valid_from = valid_until = _INF
             compiled.append(_CompiledConsent(
-                id=k.id, consent=k, by_subject=k.given_by == subject_id,
-                given=k.given_at.timestamp(), expires=_ts(k.expires_at, _INF),
-                withdrawn=_ts(k.withdrawn_at, _INF), actors=actors, leaves=leaves,
-                purposes=purposes, subprocesses=subprocesses, explicit=k.explicit,
-                guardianships=tuple(g for g in guardianships if g.guardian == k.given_by)))
-        compiled.sort(key=lambda c: c.id)
-        by_leaf: dict[str, list[_CompiledConsent]] = {}
-        for c in compiled:
-            for leaf in c.leaves:
-                by_leaf.setdefault(leaf, []).append(c)
-        return _SubjectFacts(tuple(compiled), {k: tuple(v) for k, v in by_leaf.items()},
-                             guardianships, consent_from, adult_from, consent_age)
+                k.id, k, by_subject, given, expires, withdrawn, actors, leaves, purposes,
+                subprocesses, k.explicit,
+                tuple(g for g in guardianships if g.guardian == k.given_by)
+                if guardianships else (),
+                valid_from, valid_until))
+        if len(compiled) > 1:
+            compiled.sort(key=_by_id)
+        by_leaf: dict[str, tuple[_CompiledConsent, ...]] | None = None
+        if len(compiled) >= _INDEX_FROM:
+            index: dict[str, list[_CompiledConsent]] = {}
+            for c in compiled:
+                for leaf in c.leaves:
+                    index.setdefault(leaf, []).append(c)
+            by_leaf = {leaf: tuple(v) for leaf, v in index.items()}
+        return _SubjectFacts(tuple(compiled), by_leaf, guardianships, consent_from, adult_from,
+                             consent_age)
 
     def _ages(self, subject: Subject | None) -> tuple[float, float, int | None]:
         """(own consent counts from, parental guardianship ends at, consent age)."""
@@ -308,41 +408,123 @@ class Engine:
     def check(self, flow: Flow | Mapping[str, Any]) -> Decision:
         """Decide one flow (a `Flow`, or a mapping validated into one: `FlowError` if it is
         malformed). Never raises on evaluation: any internal error denies."""
-        if type(flow) is not Flow:
-            flow = as_flow(flow)
+        prepared = self._prepare(flow)
+        if self.audit is None:  # the evaluation time becomes a datetime when it is read
+            return self._decide(prepared, None, time.time())
         now = datetime.now(UTC)
-        decision = self._decide(flow, now, now.timestamp())
-        if self.audit is not None:
-            return self._audited([decision], now)[0]
-        return decision
+        return self._audited([self._decide(prepared, now, now.timestamp())], [prepared],
+                             now)[0]
 
     def check_many(self, flows: Sequence[Flow | Mapping[str, Any]]) -> list[Decision]:
         """Decide several flows, evaluated at one instant; equal to `check` one by one.
         Malformed flows raise `FlowError` before any flow is decided."""
-        ready = [f if type(f) is Flow else as_flow(f) for f in flows]
-        now = datetime.now(UTC)
-        now_ts = now.timestamp()
-        decide = self._decide
-        # the batch is decided at one instant, so against one revision of the registry
-        try:
-            self._sync_registry()
-        except Exception as exc:  # an unreachable registry: fail closed
-            log.error("registry unavailable (%s); the flows are denied", type(exc).__name__)
-            decisions = [self.error_decision(flow, now) for flow in ready]
-        else:
-            self._in_batch = True
-            # Decisions hold no reference cycles: collecting during a batch finds nothing,
-            # and each collection it triggers moves the heap closer to a full one.
+        # Flows and decisions hold no reference cycles: collecting during a batch finds
+        # nothing, and each collection it triggers moves the heap closer to a full one.
+        with gc_paused():
+            prepare = self._prepare
+            ready = [prepare(f) for f in flows]
+            now = datetime.now(UTC)
+            now_ts = now.timestamp()
+            decide = self._decide
+            # the batch is decided at one instant, so against one revision of the registry
             try:
-                with gc_paused():
-                    decisions = [decide(flow, now, now_ts) for flow in ready]
-            finally:
-                self._in_batch = False
+                self._sync_registry()
+            except Exception as exc:  # an unreachable registry: fail closed
+                log.error("registry unavailable (%s); the flows are denied",
+                          type(exc).__name__)
+                decisions = [self.error_decision(self._flow_of(p, now), now) for p in ready]
+            else:
+                self._in_batch = True
+                try:
+                    decisions = [decide(p, now, now_ts) for p in ready]
+                finally:
+                    self._in_batch = False
         if self.audit is not None:
-            return self._audited(decisions, now)
+            return self._audited(decisions, ready, now)
         return decisions
 
-    def _audited(self, decisions: list[Decision], now: datetime) -> list[Decision]:
+    # ------------------------------------------------------------------ input
+
+    def _prepare(self, value: Flow | Mapping[str, Any]) -> _Prepared:
+        """The fields of a flow, validated. A plain dict of known ids goes through
+        `_quick`, which accepts only what validation into a `Flow` accepts unchanged; any
+        other value, or any doubt, takes the full validation (and its error messages)."""
+        if type(value) is dict:
+            try:
+                quick = self._quick(value)
+            except Exception:  # a shortcut that fails costs only the full validation
+                quick = None
+            if quick is not None:
+                return quick
+        flow = value if type(value) is Flow else as_flow(value)
+        at = flow.at
+        return (flow.sender, flow.recipient, flow.subject, flow.data, flow.purpose,
+                flow.subprocess, None if at is None else at.timestamp(), at, flow)
+
+    def _quick(self, m: dict[str, Any]) -> _Prepared | None:
+        try:
+            sender, recipient, subject = m["sender"], m["recipient"], m["subject"]
+            data, purpose, subprocess = m["data"], m["purpose"], m["subprocess"]
+        except KeyError:
+            return None
+        # the six fields found, and `at` or nothing else (no unknown key)
+        size = len(m)
+        if size == 6:
+            at = None
+        elif size == 7 and "at" in m:
+            at = m["at"]
+        else:
+            return None
+        actors = self._actors
+        if not (type(sender) is str and sender in actors
+                and type(recipient) is str and recipient in actors
+                and type(purpose) is str and purpose in self._purpose_ids
+                and type(subprocess) is str and subprocess in self._subprocess_ids
+                and type(subject) is str
+                and (subject in self._facts
+                     or (len(subject) <= MAX_ID_LENGTH and _ID.fullmatch(subject)))):
+            return None
+        categories = self._category_ids
+        if type(data) is str:
+            if data not in categories:
+                return None
+            data = (data,)
+        elif type(data) is tuple or type(data) is list:
+            if not 0 < len(data) <= MAX_CATEGORIES_PER_FLOW:
+                return None
+            for c in data:
+                if type(c) is not str or c not in categories:
+                    return None
+            data = tuple(data)
+        else:
+            return None
+        t: float | None
+        if at is None:
+            t = None
+        elif type(at) is int and 0 <= at <= _MAX_EPOCH_SECONDS:
+            t = float(at)
+        elif type(at) is datetime and at.tzinfo is UTC:
+            t = at.timestamp()
+        else:
+            return None
+        return (sender, recipient, subject, data, purpose, subprocess, t, at, None)
+
+    @staticmethod
+    def _flow_of(p: _Prepared, now: datetime) -> Flow:
+        """The flow a decision echoes: the one given, with the evaluation time if it had
+        none."""
+        flow, at = p[8], p[7]
+        if flow is not None and at is not None:
+            return flow
+        if at is None:
+            at = now
+        elif type(at) is int:
+            at = datetime.fromtimestamp(at, UTC)
+        return construct(Flow, {"sender": p[0], "recipient": p[1], "subject": p[2],
+                                "data": p[3], "purpose": p[4], "subprocess": p[5], "at": at})
+
+    def _audited(self, decisions: list[Decision], prepared: list[_Prepared],
+                 now: datetime) -> list[Decision]:
         """Append the decisions to the audit log in one transaction. A decision that cannot
         be recorded must not be acted on: if the append fails, every flow is denied."""
         assert self.audit is not None
@@ -350,17 +532,67 @@ class Engine:
             self.audit.record_decisions(decisions, self.policy, self._facts_revision)
         except Exception as exc:
             log.error("audit append failed (%s); the flows are denied", type(exc).__name__)
-            return [self.error_decision(d.flow, now, AUDIT_FAILED) for d in decisions]
+            return [self.error_decision(self._flow_of(p, now), now, AUDIT_FAILED)
+                    for p in prepared]
         return decisions
 
     # ------------------------------------------------------------------ evaluation
 
-    def _decide(self, flow: Flow, now: datetime, now_ts: float) -> Decision:
+    def _decide(self, p: _Prepared, now: datetime | None, now_ts: float) -> Decision:
+        """Decide prepared fields at `now` (None: `now_ts`, made a datetime when read).
+
+        The common case, one leaf category and known ids, is decided here on the fields:
+        a permit is complete but for the echoed flow; a denial's reasons and remedy are left
+        to be built, from the very rules and facts decided on, when it is read. Anything
+        else goes to `_evaluate_flow`. Any error denies."""
         try:
-            return self._evaluate(flow, now, now_ts)
+            sender, recipient, subject, data, purpose, subprocess, t, _, flow = p
+            if t is None:
+                t = now_ts
+            leaves, unknown = self._leaves_cache.get(data) or self._expand(data)
+            if (unknown or len(leaves) != 1
+                    or (flow is not None  # `_quick` has checked the ids of the others
+                        and (sender not in self._actors or recipient not in self._actors
+                             or purpose not in self._purpose_ids
+                             or subprocess not in self._subprocess_ids))):
+                at = _instant(now, now_ts)
+                return self._evaluate_flow(self._flow_of(p, at), at, t)
+            c = leaves[0]
+            judgement = self._judge(c, sender, recipient, subject, purpose, subprocess, t)
+            code = judgement[0]
+            # the decision is taken: the rest of it (the id's number reserved now) is built
+            # when read
+            return pending_decision(
+                {"decision": "permit" if code is ReasonCode.PERMITTED else "deny",
+                 "reason": code},
+                (self._rest_of, p, now, now_ts, c, judgement, t, next(self._ids)))
         except Exception as exc:  # fail closed, and name no citizen in the log
             log.error("evaluation error (%s); the flow is denied", type(exc).__name__)
-            return self.error_decision(flow, now)
+            at = _instant(now, now_ts)
+            return self.error_decision(self._flow_of(p, at), at)
+
+    def _rest(self, p: _Prepared, now: datetime | None, now_ts: float, c: str,
+              judgement: Judgement, t: float, number: int) -> dict[str, Any]:
+        """The fields `_decide` left out of a decision: the echoed flow and the category's
+        explanation, from the very rules and facts it was decided on."""
+        decision_id = self._id_prefix + str(number)
+        code, rule = judgement[0], judgement[1]
+        permitted = code is ReasonCode.PERMITTED
+        at = _instant(now, now_ts)
+        try:
+            flow = self._flow_of(p, at)
+            category = self._category(c, judgement, flow, t)
+        except Exception as exc:
+            log.error("explaining a decision failed (%s)", type(exc).__name__)
+            raise ExplanationError(
+                f"decision {decision_id}: its explanation could not be built "
+                f"({type(exc).__name__}); the outcome "
+                f"`{'permit' if permitted else 'deny'}` stands") from None
+        return {"flow": flow, "categories": (category,),
+                "permitted": (c,) if permitted else (),
+                "obligations": rule.obligations if permitted else (),
+                "policy_digest": self.policy_digest, "decision_id": decision_id,
+                "evaluated_at": at}
 
     def _next_id(self) -> str:
         return self._id_prefix + str(next(self._ids))
@@ -377,13 +609,65 @@ class Engine:
             self._leaves_cache[data] = cached
         return cached
 
-    def _evaluate(self, flow: Flow, now: datetime, now_ts: float) -> Decision:
-        at = flow.at
-        if at is None:
-            t = now_ts
-            flow = construct(Flow, {**flow.__dict__, "at": now})
+    def _judge(self, c: str, sender: str, recipient: str, subject: str, purpose: str,
+               subprocess: str, t: float) -> Judgement:
+        """Steps 2-6 of SPEC §5 for one leaf of a flow of known ids, without explanation:
+        a forbid overrides; then a permit rule must apply; one on a basis other than
+        consent suffices; otherwise the smallest-id valid consent of the subject, or the
+        highest-precedence reason none counts."""
+        rules = self._rules.get((recipient, c))
+        if rules is None:
+            return ReasonCode.NO_PERMIT_RULE, None, None
+        if rules.by_sender:
+            code, found = rules.stage(sender, purpose, subprocess)
         else:
-            t = at.timestamp()
+            context = (purpose, subprocess)
+            stage = rules.outcomes.get(context)
+            if stage is None:
+                stage = rules.outcomes[context] = rules.stage(sender, purpose, subprocess)
+            code, found = stage
+        if code is not _CONSENT_NEEDED:
+            return code, found, None
+        permits: tuple[_CompiledRule, ...] = found
+        facts = self._facts.get(subject) if self._in_batch else None
+        if facts is None:
+            facts = self._subject_facts(subject)
+        special = c in self._special
+        first_failure = ReasonCode.CONSENT_MISSING  # ranks below every failure
+        for k in facts.consents if facts.by_leaf is None else facts.by_leaf.get(c, ()):
+            if (c not in k.leaves or recipient not in k.actors or purpose not in k.purposes
+                    or (k.subprocesses is not None and subprocess not in k.subprocesses)):
+                continue
+            # consents are sorted by id: the first valid one is the smallest id
+            if k.valid_from <= t < k.valid_until and (k.explicit or not special):
+                return ReasonCode.PERMITTED, permits[0], k
+            failure = _consent_failure(k, c, special, t, facts)
+            if failure is None:
+                return ReasonCode.PERMITTED, permits[0], k
+            if PRECEDENCE_RANK[failure] < PRECEDENCE_RANK[first_failure]:
+                first_failure = failure
+        return first_failure, permits, facts
+
+    def _category(self, c: str, judgement: Judgement, flow: Flow, t: float
+                  ) -> CategoryDecision:
+        """A leaf's decision with its reasons, basis and remedy."""
+        code, a, b = judgement
+        if code is ReasonCode.PERMITTED:
+            return self._permitted(c, a, b)
+        if code is ReasonCode.FORBIDDEN:
+            return self._forbidden(c, a)
+        if code is ReasonCode.NO_PERMIT_RULE:
+            return self._no_rule(c, flow.recipient, flow.purpose, flow.subprocess)
+        return self._by_consent(c, a, b, flow, t)
+
+    def _leaf(self, c: str, flow: Flow, t: float) -> CategoryDecision:
+        return self._category(c, self._judge(c, flow.sender, flow.recipient, flow.subject,
+                                             flow.purpose, flow.subprocess, t), flow, t)
+
+    def _evaluate_flow(self, flow: Flow, now: datetime, t: float) -> Decision:
+        """Any flow, every category decided and explained at once."""
+        if flow.at is None:
+            flow = construct(Flow, {**flow.__dict__, "at": now})
         expanded = self._expand(flow.data)
         leaves = expanded[0]
         sender, recipient = flow.sender, flow.recipient
@@ -391,21 +675,7 @@ class Engine:
         if (expanded[1] or sender not in self._actors or recipient not in self._actors
                 or purpose not in self._purpose_ids or subprocess not in self._subprocess_ids):
             return self._unknown_decision(flow, leaves, expanded[1], now)
-        if len(leaves) != 1:
-            return self._combine(flow, tuple(self._decide_leaf(c, flow, t) for c in leaves),
-                                 now)
-        result = self._decide_leaf(leaves[0], flow, t)
-        if result.decision == "permit":
-            return construct(Decision, {
-                "decision": "permit", "reason": ReasonCode.PERMITTED, "flow": flow,
-                "categories": (result,), "permitted": leaves,
-                "obligations": result.obligations, "policy_digest": self.policy_digest,
-                "decision_id": self._next_id(), "evaluated_at": now})
-        return construct(Decision, {
-            "decision": "deny", "reason": result.reasons[0].code, "flow": flow,
-            "categories": (result,), "permitted": (), "obligations": (),
-            "policy_digest": self.policy_digest, "decision_id": self._next_id(),
-            "evaluated_at": now})
+        return self._combine(flow, tuple(self._leaf(c, flow, t) for c in leaves), now)
 
     def _combine(self, flow: Flow, results: tuple[CategoryDecision, ...],
                  now: datetime) -> Decision:
@@ -425,49 +695,6 @@ class Engine:
             "permitted": permitted, "obligations": (), "policy_digest": self.policy_digest,
             "decision_id": self._next_id(), "evaluated_at": now})
 
-    def _decide_leaf(self, c: str, flow: Flow, t: float) -> CategoryDecision:
-        recipient = flow.recipient
-        key = (c, flow.sender if recipient in self._sender_aware else "", recipient,
-               flow.purpose, flow.subprocess)
-        stage = self._stages.get(key)
-        if stage is None:
-            stage = self._rule_stage(c, flow.sender, recipient, flow.purpose, flow.subprocess)
-            if len(self._stages) >= _CACHE_LIMIT:
-                self._stages.clear()
-            self._stages[key] = stage
-        if type(stage) is CategoryDecision:
-            return stage
-        facts = self._subject_facts(flow.subject)
-        return self._by_consent(c, stage, facts, flow, t)  # type: ignore[arg-type]
-
-    def _rule_stage(self, c: str, sender: str, recipient: str, purpose: str,
-                    subprocess: str) -> CategoryDecision | tuple[_CompiledRule, ...]:
-        """Steps 2-4 of SPEC §5 for one leaf, which do not depend on the subject or the time:
-        the final answer (forbidden, no rule, a non-consent permit) or the applicable
-        consent-based permits, sorted by id. `_decide_leaf` memoises it per (leaf, sender,
-        recipient, purpose, sub-process), leaving the sender out where no rule for the
-        recipient selects one."""
-        key = (recipient, c)
-        stage: CategoryDecision | tuple[_CompiledRule, ...]
-        forbids = [f for f in self._forbids.get(key, ())
-                   if (f.senders is None or sender in f.senders)
-                   and (f.purposes is None or purpose in f.purposes)
-                   and (f.subprocesses is None or subprocess in f.subprocesses)]
-        permits = tuple(p for p in self._permits.get(key, ())
-                        if (p.senders is None or sender in p.senders)
-                        and (p.purposes is None or purpose in p.purposes)
-                        and (p.subprocesses is None or subprocess in p.subprocesses))
-        lawful = next((p for p in permits if p.consent_free), None)
-        if forbids:
-            stage = self._forbidden(c, forbids)
-        elif not permits:
-            stage = self._no_rule(c, recipient, purpose, subprocess)
-        elif lawful is not None:
-            stage = self._permitted(c, lawful, None)
-        else:
-            stage = permits
-        return stage
-
     def _unknown_decision(self, flow: Flow, leaves: tuple[str, ...],
                           unknown_categories: tuple[str, ...], now: datetime) -> Decision:
         problems = self._unknown_entities(flow)
@@ -477,7 +704,7 @@ class Engine:
             results = [_denied(c, (reason,), _FIX_REQUEST) for c in leaves]
         else:
             t = now.timestamp() if flow.at is None else flow.at.timestamp()
-            results = [self._decide_leaf(c, flow, t) for c in leaves]
+            results = [self._leaf(c, flow, t) for c in leaves]
         for c in unknown_categories:
             message = f"unknown data category `{c}`"
             hint = closest(c, self._categories.ids)
@@ -502,13 +729,14 @@ class Engine:
 
     def _permitted(self, category: str, rule: _CompiledRule,
                    consent: _CompiledConsent | None) -> CategoryDecision:
-        key = ("permit", category, rule.id, None if consent is None else consent.id)
+        """A permitted leaf, kept in the memo for reuse."""
+        consent_id = None if consent is None else consent.id
+        key = ("permit", category, rule.id, consent_id)
         cached: CategoryDecision | None = self._memo.get(key)
         if cached is not None:
             return cached
         r = rule.rule
         assert r.basis is not None
-        consent_id = None if consent is None else consent.id
         if consent is None:
             law = f" ({r.law})" if r.law else ""
             message = f"permitted by rule `{r.id}` on basis {r.basis}{law}"
@@ -520,10 +748,11 @@ class Engine:
                                     consent=consent_id),),
             basis=Basis.trusted(rule=r.id, basis=r.basis, consent=consent_id, law=r.law,
                                 art9=r.art9),
-            remedy=None, obligations=tuple(sorted(set(r.obligations))))
+            remedy=None, obligations=rule.obligations)
         return self._remember(key, result)
 
-    def _forbidden(self, category: str, forbids: list[_CompiledRule]) -> CategoryDecision:
+    def _forbidden(self, category: str, forbids: tuple[_CompiledRule, ...]
+                   ) -> CategoryDecision:
         reasons = tuple(
             Reason.trusted(code=ReasonCode.FORBIDDEN, rule=f.id, consent=None,
                            message=f"forbidden by rule `{f.id}`"
@@ -553,8 +782,9 @@ class Engine:
         recipient, purpose, subprocess = flow.recipient, flow.purpose, flow.subprocess
         special = category in self._special
         failures: list[tuple[int, str, ReasonCode, _CompiledConsent]] = []
-        for k in facts.by_leaf.get(category, ()):
-            if (recipient not in k.actors or purpose not in k.purposes
+        for k in facts.candidates(category):
+            if (category not in k.leaves or recipient not in k.actors
+                    or purpose not in k.purposes
                     or (k.subprocesses is not None and subprocess not in k.subprocesses)):
                 continue
             failure = _consent_failure(k, category, special, t, facts)
@@ -645,6 +875,14 @@ _CHANGE_POLICY = Remedy(
             "no consent alone can make it lawful")
 _FIX_REQUEST = Remedy(action="fix-request",
                       message="correct the request: every id must be declared in the policy")
+
+
+def _by_id(record: Guardianship | _CompiledConsent) -> str:
+    return record.id
+
+
+def _instant(now: datetime | None, now_ts: float) -> datetime:
+    return datetime.fromtimestamp(now_ts, UTC) if now is None else now
 
 
 def _denied(category: str, reasons: tuple[Reason, ...], remedy: Remedy | None

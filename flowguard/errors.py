@@ -67,3 +67,9 @@ class TestSuiteError(InputError):
 
 class StoreError(InputError):
     """A storage URL cannot be opened, or its schema is missing, older or newer."""
+
+
+class ExplanationError(FlowguardError):
+    """A decision's explanation (its categories' reasons, basis and remedy, built when first
+    read) could not be built. The outcome stands; with an audit trail the flow was denied,
+    since a decision that cannot be recorded is not acted on."""

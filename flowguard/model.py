@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Self, TypeVar
+from operator import itemgetter
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, TypeVar, cast
 
 from pydantic import (
     AfterValidator,
@@ -19,18 +20,25 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     PrivateAttr,
+    SerializerFunctionWrapHandler,
     StringConstraints,
+    model_serializer,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from flowguard._hierarchy import Hierarchy
 
 # --------------------------------------------------------------------------- scalars
 
+ID_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.:@+\-/]*"
+MAX_ID_LENGTH = 200
 Id = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:@+\-/]*$"),
+    StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=f"^{ID_PATTERN}$"),
 ]
 Text = Annotated[str, StringConstraints(max_length=4000)]
 
@@ -61,7 +69,7 @@ def _date_as_midnight_utc(value: Any) -> Any:
 
 
 def _as_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
 
 
 Instant = Annotated[AwareDatetime, AfterValidator(_as_utc)]
@@ -128,6 +136,19 @@ class Selector(Model):
     sector: Annotated[tuple[Sector, ...], _one_or_many_of(Sector),
                       Field(min_length=1)] | None = None
     role: IdList | None = None
+
+    # Consents are compiled, and registries share their equal parts, by hashing their
+    # recipients: these do what pydantic's own do for a frozen model, a few times faster.
+    def __eq__(self, other: object) -> bool:
+        if type(other) is Selector:
+            return self.__dict__ == other.__dict__
+        return super().__eq__(other)
+
+    def __hash__(self) -> int:
+        return hash(_selector_values(self.__dict__))
+
+
+_selector_values = itemgetter(*SELECTOR_KEYS)
 
 
 class Service(Model):
@@ -423,7 +444,17 @@ class CategoryDecision(Model):
 
 
 class Decision(Model):
-    """The answer to one flow: permit only when every leaf category is permitted."""
+    """The answer to one flow: permit only when every leaf category is permitted.
+
+    The engine may leave the costly parts of a decision (the flow it echoes, and a denied
+    category's reasons and remedy) to be built on first use, from the inputs it decided on,
+    so a caller that reads only `decision` does not pay for them. Every way of reading a
+    decision (attributes, `model_dump`, serialization inside another model, equality, copies,
+    pickling) builds them first: a decision is never seen incomplete.
+    """
+
+    __slots__ = ("_pending",)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     decision: Outcome
     reason: ReasonCode
@@ -438,3 +469,101 @@ class Decision(Model):
     @property
     def permit(self) -> bool:
         return self.decision == "permit"
+
+    @model_serializer(mode="wrap")
+    def _serialize_complete(self, handler: SerializerFunctionWrapHandler) -> Any:
+        complete(self)
+        return handler(self)
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema,
+                                     handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        # the serializer above only completes the decision: it is serialized as validated
+        schema = dict(core_schema)
+        schema.pop("serialization", None)
+        return handler(cast(CoreSchema, schema))
+
+    def model_dump(self, **options: Any) -> dict[str, Any]:
+        complete(self)  # so that a failure raises its own error, not pydantic's wrapper
+        return super().model_dump(**options)
+
+    def model_dump_json(self, **options: Any) -> str:
+        complete(self)
+        return super().model_dump_json(**options)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Decision):
+            complete(self)
+            complete(other)
+        return super().__eq__(other)
+
+    def __hash__(self) -> int:
+        complete(self)
+        return super().__hash__()
+
+    def __repr_args__(self) -> Any:
+        complete(self)
+        return super().__repr_args__()
+
+    def __iter__(self) -> Any:
+        complete(self)
+        return super().__iter__()
+
+    def __getstate__(self) -> dict[Any, Any]:
+        complete(self)
+        return super().__getstate__()
+
+    def __copy__(self) -> Self:
+        complete(self)
+        return super().__copy__()
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
+        complete(self)
+        return super().__deepcopy__(memo)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None,
+                   deep: bool = False) -> Self:
+        complete(self)
+        return super().model_copy(update=update, deep=deep)
+
+    if not TYPE_CHECKING:
+        def __getattr__(self, name: str) -> Any:
+            if complete(self):  # a pending decision lacks its fields and pydantic's slots
+                return object.__getattribute__(self, name)
+            return super().__getattr__(name)
+
+
+Completion = tuple[Any, ...]
+"""A function followed by its arguments; it returns the fields a decision was created
+without."""
+
+_get_pending = Decision._pending.__get__  # type: ignore[attr-defined]
+_set_pending = Decision._pending.__set__  # type: ignore[attr-defined]
+_set_dict = BaseModel.__dict__["__dict__"].__set__
+_ALL_DECISION_FIELDS = set(Decision.model_fields)
+
+
+def pending_decision(values: dict[str, Any], completion: Completion) -> Decision:
+    """A decision holding `values` now, and the rest of its fields (and pydantic's own
+    state) once `completion` has run, which happens before anything else reads it.
+    `completion` must be deterministic: it may run in any thread, at any later time."""
+    instance = object.__new__(Decision)
+    _set_dict(instance, values)
+    _set_pending(instance, completion)
+    return instance
+
+
+def complete(decision: Decision) -> bool:
+    """Build the fields of a pending decision; False if there was nothing to build."""
+    try:
+        completion = _get_pending(decision, Decision)
+    except AttributeError:  # never pending
+        return False
+    if completion is None:
+        return False
+    decision.__dict__.update(completion[0](*completion[1:]))
+    _set(decision, "__pydantic_fields_set__", _ALL_DECISION_FIELDS)
+    _set(decision, "__pydantic_extra__", None)
+    _set(decision, "__pydantic_private__", None)
+    _set_pending(decision, None)
+    return True

@@ -72,7 +72,9 @@ class InMemoryRegistry:
         self._consents: dict[str, list[Consent]] = defaultdict(list)
         for g in guardianships:
             self._guardianships[g.subject].append(g)
+        share = _Sharing()
         for k in consents:
+            share.compact(k)
             self._consents[k.subject].append(k)
 
     @property
@@ -99,6 +101,10 @@ class InMemoryRegistry:
     def guardianships_of(self, subject_id: str) -> Sequence[Guardianship]:
         return self._guardianships.get(subject_id, ())
 
+    def subject_ids(self) -> list[str]:
+        """Every subject with a record: declared, or named by a consent or guardianship."""
+        return list(dict.fromkeys([*self._subjects, *self._consents, *self._guardianships]))
+
     @property
     def subjects(self) -> dict[str, Subject]:
         return dict(self._subjects)
@@ -108,6 +114,29 @@ class InMemoryRegistry:
 
     def all_guardianships(self) -> list[Guardianship]:
         return [g for gs in self._guardianships.values() for g in gs]
+
+
+class _Sharing:
+    """Makes records that are kept for long share their equal parts: consents name few
+    distinct recipient, category and purpose lists, and pydantic gives every instance its own
+    set of field names. Values do not change, only which equal object holds them; models are
+    frozen, and pydantic copies the field-name set before any change (`model_copy`)."""
+
+    def __init__(self) -> None:
+        self._values: dict[object, object] = {}
+
+    def compact(self, consent: Consent) -> None:
+        values = consent.__dict__
+        for name in _SHARED_FIELDS:
+            value = values[name]
+            if value is not None:
+                values[name] = self._values.setdefault(value, value)
+        names = consent.__pydantic_fields_set__
+        shared = self._values.setdefault(frozenset(names), names)
+        object.__setattr__(consent, "__pydantic_fields_set__", shared)
+
+
+_SHARED_FIELDS = ("recipients", "data", "purposes", "subprocesses")
 
 
 EMPTY_REGISTRY = InMemoryRegistry()

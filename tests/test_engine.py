@@ -278,7 +278,7 @@ def test_internal_error_denies(engine: Engine, monkeypatch: pytest.MonkeyPatch) 
     def boom(*_: Any) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(engine, "_rule_stage", boom)
+    monkeypatch.setattr(engine, "_judge", boom)
     d = decide(engine)
     assert d.decision == "deny" and d.reason is ReasonCode.EVALUATION_ERROR
     assert d.permitted == ()

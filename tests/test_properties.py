@@ -7,16 +7,24 @@ no index, and computes ages from calendar dates on its own.
 
 from __future__ import annotations
 
+import copy
+import pickle
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
+from pydantic import BaseModel, ValidationError
 
 from flowguard import Engine, InMemoryRegistry
+from flowguard.audit.entries import generate_pseudonym_key
+from flowguard.audit.trail import open_audit
+from flowguard.engine import AUDIT_FAILED
+from flowguard.errors import ExplanationError, FlowError
 from flowguard.model import (
     DENY_PRECEDENCE,
     Actor,
@@ -43,7 +51,9 @@ from tests.strategies import (
     INSTANTS,
     ORG_KINDS,
     PURPOSES,
+    SUBJECTS,
     SUBPROCESSES,
+    UNKNOWN_SUBJECT,
     RegistryParts,
     World,
     around_birthdays,
@@ -755,11 +765,20 @@ ERROR_REGISTRY = InMemoryRegistry(
                       data=("identity", "health"), purposes=("care",), explicit=True)])
 
 
-@pytest.mark.parametrize("method", ["_expand", "_decide_leaf", "_rule_stage", "_subject_facts",
-                                    "_by_consent", "_permitted", "_combine"])
-def test_any_internal_error_denies(method: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """SPEC §5.7: the engine never fails open, whatever part of it breaks."""
-    assert Engine(ERROR_POLICY, ERROR_REGISTRY).check(ERROR_FLOW).decision == "permit"
+ONE_LEAF_ERROR_FLOW = ERROR_FLOW.model_copy(update={"data": ("identity.name",)})
+"""Decided on the engine's fast path (one leaf), where ERROR_FLOW takes the full one."""
+
+
+@pytest.mark.parametrize(("flow", "method"), [
+    *((ERROR_FLOW, m) for m in ("_expand", "_judge", "_leaf", "_subject_facts", "_category",
+                                "_permitted", "_combine")),
+    *((ONE_LEAF_ERROR_FLOW, m) for m in ("_expand", "_judge", "_subject_facts")),
+    *((ONE_LEAF_ERROR_FLOW.model_dump(), m) for m in ("_quick", "_judge", "_subject_facts")),
+])
+def test_any_internal_error_denies(flow: Flow | dict[str, Any], method: str,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """SPEC §5.7: the engine never fails open, whatever part of the decision breaks."""
+    assert Engine(ERROR_POLICY, ERROR_REGISTRY).check(flow).decision == "permit"
     assert hasattr(Engine, method), f"the engine has no `{method}` any more: update this test"
 
     def broken(*args: object, **kwargs: object) -> None:
@@ -768,7 +787,10 @@ def test_any_internal_error_denies(method: str, monkeypatch: pytest.MonkeyPatch)
     for batch in (False, True):
         engine = Engine(ERROR_POLICY, ERROR_REGISTRY)  # fresh: nothing cached yet
         monkeypatch.setattr(engine, method, broken)
-        decision = engine.check_many([ERROR_FLOW])[0] if batch else engine.check(ERROR_FLOW)
+        if method == "_quick":  # a broken shortcut only costs the full validation
+            assert engine.check(flow).decision == "permit"
+            continue
+        decision = engine.check_many([flow])[0] if batch else engine.check(flow)
         assert decision.decision == "deny", method
         assert decision.reason == "EVALUATION_ERROR"
         assert decision.permitted == ()
@@ -777,8 +799,183 @@ def test_any_internal_error_denies(method: str, monkeypatch: pytest.MonkeyPatch)
                    for c in decision.categories)
 
 
+LATE_FLOW = ONE_LEAF_ERROR_FLOW.model_copy(update={"at": datetime(2025, 1, 1, tzinfo=UTC)})
+"""Before the consent was given: denied, CONSENT_NOT_YET_VALID."""
+
+
+@pytest.mark.parametrize(("flow", "outcome", "method"), [
+    (ONE_LEAF_ERROR_FLOW, "permit", "_permitted"),
+    (LATE_FLOW, "deny", "_by_consent"),
+])
+def test_an_explanation_that_cannot_be_built_is_an_error_and_never_recorded(
+        flow: Flow, outcome: str, method: str, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    """The engine decides a one-leaf flow first and explains it when the decision is read.
+    If the explanation breaks, the outcome stands, reading it raises `ExplanationError`
+    (never an incomplete decision), and with an audit trail the flow is denied, since it
+    cannot be recorded."""
+    good = Engine(ERROR_POLICY, ERROR_REGISTRY).check(flow)
+    assert good.decision == outcome and good.categories[0].decision == outcome
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    engine = Engine(ERROR_POLICY, ERROR_REGISTRY)
+    monkeypatch.setattr(engine, method, broken)
+    decision = engine.check(flow)
+    assert decision.decision == outcome
+    with pytest.raises(ExplanationError, match="could not be built"):
+        _ = decision.categories
+    with pytest.raises(ExplanationError):
+        decision.model_dump()
+
+    generate_pseudonym_key(tmp_path / "pseudonym.key")
+    trail = open_audit(f"sqlite:///{tmp_path / 'audit.db'}",
+                       pseudonym_key=tmp_path / "pseudonym.key")
+    audited = Engine(ERROR_POLICY, ERROR_REGISTRY, audit=trail)
+    monkeypatch.setattr(audited, method, broken)
+    for decided in (audited.check(flow), audited.check_many([flow, flow])[1]):
+        assert decided.decision == "deny" and decided.reason == "EVALUATION_ERROR"
+        assert decided.categories[0].reasons[0].message == AUDIT_FAILED
+
+
 def test_the_oracle_itself_knows_leap_day_birthdays() -> None:
     born = date(2008, 2, 29)
     assert age_at(born, datetime(2026, 2, 28, 23, 59, tzinfo=UTC)) == 17
     assert age_at(born, datetime(2026, 3, 1, tzinfo=UTC)) == 18
     assert age_at(born, datetime(2024, 2, 29, tzinfo=UTC)) == 16
+
+
+# =========================================================================== 9. ways of asking
+
+
+def _variants(flow: Flow) -> list[Flow | dict[str, Any]]:
+    """The same flow as a caller may pass it: the model, its mapping (`at` a datetime), its
+    JSON mapping (`at` a string: full validation), and `at` as epoch seconds."""
+    variants: list[Flow | dict[str, Any]] = [flow, flow.model_dump(),
+                                             flow.model_dump(mode="json")]
+    if flow.at is not None and flow.at.microsecond == 0 and flow.at.timestamp() >= 0:
+        variants.append({**flow.model_dump(), "at": int(flow.at.timestamp())})
+    return variants
+
+
+@SETTINGS
+@given(_WORLDS_WITH_UNKNOWNS)
+def test_every_way_of_asking_gets_the_same_decision(world: World) -> None:
+    """A `Flow`, its mappings (decided on the engine's fast path), `check_many`, and an engine
+    that compiled every subject up front (`preload`) answer alike, explanation included."""
+    flows = [f for f in world.flows if f.at is not None]  # `at` absent means "now"
+    lazy = world.engine()
+    preloaded = Engine(world.policy, world.registry.build(), preload=True)
+    expected = [dump(lazy.check(f)) for f in flows]
+    for engine in (lazy, preloaded):
+        for index, flow in enumerate(flows):
+            for variant in _variants(flow):
+                got = dump(engine.check(variant))
+                assert got == expected[index], first_difference(got, expected[index])
+        for variant_index in range(3):
+            batch = [_variants(f)[variant_index] for f in flows]
+            assert [dump(d) for d in engine.check_many(batch)] == expected
+
+
+_ID_LIKE = st.sampled_from(["c1", "nurse", "x", "café", "a b", "", "a\n", "a" * 200,
+                            "a" * 201, "ok.id:with@all+chars-/", ".leading-dot"])
+_ANY = st.one_of(_ID_LIKE, st.integers(-2, 2), st.none(), st.booleans(),
+                 st.lists(_ID_LIKE, max_size=2), st.floats(allow_nan=False))
+_AT = st.one_of(
+    st.none(), st.integers(-1, 3), st.sampled_from([20_000_000_000, 20_000_000_001, 2**40]),
+    st.floats(0, 2e9), st.booleans(), st.sampled_from(["2026-03-01T00:00:00Z", "2026-03-01",
+                                                       "yesterday", ""]),
+    st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=2))])),
+    st.datetimes())
+
+
+@st.composite
+def flow_mappings(draw: st.DrawFn) -> dict[str, Any]:
+    """Mostly valid flows, with every field now and then wrong in some way."""
+    ok = {"sender": draw(pick(tuple(ACTORS))), "recipient": draw(pick(tuple(ACTORS))),
+          "subject": draw(st.sampled_from([*SUBJECTS, UNKNOWN_SUBJECT])),
+          "data": draw(st.one_of(pick(CATEGORIES), st.lists(pick(CATEGORIES), max_size=3),
+                                 st.tuples(pick(CATEGORIES)))),
+          "purpose": draw(pick(PURPOSES)), "subprocess": draw(pick(SUBPROCESSES)),
+          "at": draw(_AT)}
+    for field in list(ok):
+        roll = draw(st.integers(0, 9))
+        if roll == 0:
+            del ok[field]
+        elif roll == 1:
+            ok[field] = draw(_ANY)
+    if draw(st.integers(0, 9)) == 0:
+        ok[draw(st.sampled_from(["extra", "Sender", "id"]))] = "x"
+    return ok
+
+
+@settings(deadline=None, max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(_WORLDS, flow_mappings())
+def test_the_fast_path_accepts_exactly_what_a_flow_accepts(world: World,
+                                                           mapping: dict[str, Any]) -> None:
+    """The engine's shortcut for mappings never accepts what `Flow` validation refuses, nor
+    reads a field differently; what it passes over gets the full validation."""
+    engine = world.engine()
+    try:
+        flow = Flow.model_validate(mapping)
+    except ValidationError:
+        assert engine._quick(mapping) is None
+        with pytest.raises(FlowError):
+            engine.check(mapping)
+        return
+    quick = engine._quick(mapping)
+    if quick is not None:
+        assert quick[:6] == (flow.sender, flow.recipient, flow.subject, flow.data,
+                             flow.purpose, flow.subprocess)
+        assert quick[6] == (None if flow.at is None else flow.at.timestamp())
+        if flow.at is not None:
+            assert engine._flow_of(quick, datetime.now(UTC)) == flow
+    if flow.at is not None:
+        assert dump(engine.check(mapping)) == dump(engine.check(flow))
+
+
+def _pending(engine: Engine, flow: Flow) -> Decision:
+    return engine.check(flow.model_dump())  # a mapping: even the echoed flow is pending
+
+
+@pytest.mark.parametrize("at", [datetime(2026, 3, 1, tzinfo=UTC),  # permitted
+                                datetime(2025, 1, 1, tzinfo=UTC)])  # denied: not yet valid
+def test_a_decision_read_any_way_is_complete(at: datetime) -> None:
+    """Whatever reads a decision the engine left pending sees all of it: attributes,
+    dumps, serialization inside another model, equality, hashing, copies, pickling, repr,
+    iteration, and the set of fields."""
+    engine = Engine(ERROR_POLICY, ERROR_REGISTRY)
+    flow = ONE_LEAF_ERROR_FLOW.model_copy(update={"at": at})
+    full = _pending(engine, flow)
+    assert full.categories  # now complete
+    reference = full.model_dump(exclude=VOLATILE)
+    assert reference == Decision.model_validate(full.model_dump()).model_dump(exclude=VOLATILE)
+
+    class Holder(BaseModel):
+        decision: Decision
+
+    readers: list[Any] = [
+        lambda d: d.model_dump(),
+        lambda d: Decision.model_validate_json(d.model_dump_json()),
+        lambda d: Decision.model_validate(
+            Holder.model_construct(decision=d).model_dump()["decision"]),
+        copy.copy, copy.deepcopy, lambda d: pickle.loads(pickle.dumps(d)),
+        lambda d: d.model_copy(), lambda d: Decision.model_validate(dict(d)),
+    ]
+    for read in readers:
+        got = read(_pending(engine, flow))
+        dumped = got if isinstance(got, dict) else got.model_dump()
+        assert {k: v for k, v in dumped.items() if k not in VOLATILE} == reference
+    d = _pending(engine, flow)
+    assert d.model_fields_set == set(Decision.model_fields)
+    d = _pending(engine, flow)
+    assert "categories=" in repr(d) and flow.subject in repr(d)
+    d = _pending(engine, flow)
+    twin = Decision.model_validate({**reference, "decision_id": d.decision_id,
+                                    "evaluated_at": d.evaluated_at})
+    assert d == twin and hash(d) == hash(twin)
+    # the completing serializer leaves the schema a decision is serialized with unchanged
+    served = Decision.model_json_schema(mode="serialization")
+    assert set(served["properties"]) == set(Decision.model_fields)
+    assert served["properties"]["categories"]["items"] == {"$ref": "#/$defs/CategoryDecision"}
