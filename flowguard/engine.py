@@ -13,7 +13,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from itertools import count
@@ -53,17 +53,34 @@ if TYPE_CHECKING:
 log = logging.getLogger("flowguard.engine")
 _T = TypeVar("_T")
 
+# enum members are looked up through a descriptor: hot code uses these
+_CONSENT_EXPIRED = ReasonCode.CONSENT_EXPIRED
+_CONSENT_MISSING = ReasonCode.CONSENT_MISSING
+_CONSENT_NOT_EXPLICIT = ReasonCode.CONSENT_NOT_EXPLICIT
+_CONSENT_NOT_YET_VALID = ReasonCode.CONSENT_NOT_YET_VALID
+_CONSENT_WITHDRAWN = ReasonCode.CONSENT_WITHDRAWN
+_EVALUATION_ERROR = ReasonCode.EVALUATION_ERROR
+_FORBIDDEN = ReasonCode.FORBIDDEN
+_GRANTOR_AUTHORITY_ENDED = ReasonCode.GRANTOR_AUTHORITY_ENDED
+_GRANTOR_NOT_AUTHORIZED = ReasonCode.GRANTOR_NOT_AUTHORIZED
+_NO_PERMIT_RULE = ReasonCode.NO_PERMIT_RULE
+_PERMITTED = ReasonCode.PERMITTED
+_UNKNOWN_ENTITY = ReasonCode.UNKNOWN_ENTITY
+# ...and hash through a Python method: ranks by the members' (fixed) identities
+_RANK = {id(code): rank for code, rank in PRECEDENCE_RANK.items()}
 _INF = math.inf
 _LEAF_CACHE_LIMIT = 4096
 _CACHE_LIMIT = 100_000
 _ID = re.compile(ID_PATTERN)
+_NOT_A_CATEGORY: tuple[None, None] = (None, None)
 _MAX_EPOCH_SECONDS = 20_000_000_000  # above it, validation reads an integer as milliseconds
 
 _Prepared = tuple[str, str, str, tuple[str, ...], str, str, float | None,
-                  datetime | int | None, Flow | None]
+                  datetime | int | None, Flow | None, str | None]
 """A validated flow's fields: sender, recipient, subject, data, purpose, sub-process, time
-(seconds, None for now), the time as given (a datetime or epoch seconds), and the `Flow`
-itself when the caller gave one."""
+(seconds, None for now), the time as given (a datetime or epoch seconds), the `Flow` itself
+when the caller gave one, and the flow's one leaf category when `_quick` found its ids known
+and its data a single leaf (else None)."""
 
 
 def _ts(value: datetime | None, default: float) -> float:
@@ -136,7 +153,7 @@ class _SubjectFacts:
 
 
 _Stage = tuple[ReasonCode, Any]
-_CONSENT_NEEDED = ReasonCode.CONSENT_MISSING
+_CONSENT_NEEDED = _CONSENT_MISSING
 
 
 @dataclass(slots=True, eq=False)
@@ -149,7 +166,7 @@ class _RuleSet:
     permits: tuple[_CompiledRule, ...]
     forbids: tuple[_CompiledRule, ...]
     by_sender: bool = False
-    outcomes: dict[tuple[str, str], _Stage] = field(default_factory=dict)
+    outcomes: dict[str, dict[str, _Stage]] = field(default_factory=dict)  # purpose, sub-process
 
     def __post_init__(self) -> None:
         self.by_sender = any(r.senders is not None for r in (*self.permits, *self.forbids))
@@ -163,18 +180,20 @@ class _RuleSet:
                     and (f.purposes is None or purpose in f.purposes)
                     and (f.subprocesses is None or subprocess in f.subprocesses))
         if hit:
-            return ReasonCode.FORBIDDEN, hit
+            return _FORBIDDEN, hit
         permits = tuple(p for p in self.permits
                         if (p.senders is None or sender in p.senders)
                         and (p.purposes is None or purpose in p.purposes)
                         and (p.subprocesses is None or subprocess in p.subprocesses))
         if not permits:
-            return ReasonCode.NO_PERMIT_RULE, None
+            return _NO_PERMIT_RULE, None
         for p in permits:
             if p.consent_free:
-                return ReasonCode.PERMITTED, p
+                return _PERMITTED, p
         return _CONSENT_NEEDED, permits
 
+
+_NO_RULES: dict[str, _RuleSet] = {}
 
 _INDEX_FROM = 16  # consents of one subject from which they are indexed by leaf
 
@@ -217,9 +236,14 @@ class Engine:
         self._in_batch = False
         # a subject the registry does not know has no consents and counts as an adult
         self._unknown_subject = _SubjectFacts((), None, (), *self._ages(None))
-        self._rules: dict[tuple[str, str], _RuleSet] = {}  # by (recipient, leaf)
+        self._rules: dict[str, dict[str, _RuleSet]] = {}  # by recipient, by leaf
+        self._fixed_registry = type(self.registry) is InMemoryRegistry  # revision always 0
         self._purpose_ids = self._purposes.ids
         self._category_ids = self._categories.ids
+        # a category named alone: (its 1-tuple, itself when it is a leaf)
+        self._singletons: dict[str, tuple[tuple[str, ...], str | None]] = {
+            c: ((c,), c if self._categories.is_leaf(c) else None)
+            for c in self._category_ids}
         self._subprocess_ids = frozenset(policy.subprocesses)
         self._memo: dict[tuple[object, ...], Any] = {}
         self._rest_of = self._rest  # bound once: every pending decision refers to it
@@ -285,9 +309,11 @@ class Engine:
             for recipient in sorted(all_actors if recipients is None else recipients):
                 for leaf in self._leaves_of(rule.data):
                     target.setdefault((recipient, leaf), []).append(compiled)
-        self._rules = {
-            key: _RuleSet(tuple(permits.get(key, ())), tuple(forbids.get(key, ())))
-            for key in sorted(permits.keys() | forbids.keys())}
+        self._rules = {}
+        for recipient, leaf in sorted(permits.keys() | forbids.keys()):
+            self._rules.setdefault(recipient, {})[leaf] = _RuleSet(
+                tuple(permits.get((recipient, leaf), ())),
+                tuple(forbids.get((recipient, leaf), ())))
 
     def _subject_facts(self, subject_id: str) -> _SubjectFacts:
         if not self._in_batch:
@@ -405,9 +431,11 @@ class Engine:
         """The registry revision the engine's cached facts were last checked against."""
         return self._facts_revision
 
-    def check(self, flow: Flow | Mapping[str, Any]) -> Decision:
-        """Decide one flow (a `Flow`, or a mapping validated into one: `FlowError` if it is
-        malformed). Never raises on evaluation: any internal error denies."""
+    def check(self, flow: FlowInput) -> Decision:
+        """Decide one flow: a `Flow`, a mapping of its fields, or a row of them in field
+        order (sender, recipient, subject, data, purpose, subprocess[, at]); a mapping or a
+        row is validated as a `Flow` would be (`FlowError` if it is malformed). Never raises
+        on evaluation: any internal error denies."""
         prepared = self._prepare(flow)
         if self.audit is None:  # the evaluation time becomes a datetime when it is read
             return self._decide(prepared, None, time.time())
@@ -415,28 +443,45 @@ class Engine:
         return self._audited([self._decide(prepared, now, now.timestamp())], [prepared],
                              now)[0]
 
-    def check_many(self, flows: Sequence[Flow | Mapping[str, Any]]) -> list[Decision]:
+    def check_many(self, flows: Iterable[FlowInput]) -> list[Decision]:
         """Decide several flows, evaluated at one instant; equal to `check` one by one.
-        Malformed flows raise `FlowError` before any flow is decided."""
+        A malformed flow raises `FlowError`, and then no decision is returned (or audited).
+        `flows` is read once, in order: a generator lets each flow be built just before it
+        is decided, while it is still in the processor's cache."""
         # Flows and decisions hold no reference cycles: collecting during a batch finds
         # nothing, and each collection it triggers moves the heap closer to a full one.
         with gc_paused():
-            prepare = self._prepare
-            ready = [prepare(f) for f in flows]
             now = datetime.now(UTC)
             now_ts = now.timestamp()
-            decide = self._decide
             # the batch is decided at one instant, so against one revision of the registry
             try:
                 self._sync_registry()
             except Exception as exc:  # an unreachable registry: fail closed
                 log.error("registry unavailable (%s); the flows are denied",
                           type(exc).__name__)
+                ready = [self._prepare(f) for f in flows]
                 decisions = [self.error_decision(self._flow_of(p, now), now) for p in ready]
             else:
+                quick, prepare, decide = self._quick, self._prepare, self._decide
+                ready, decisions = [], []
+                keep = ready.append if self.audit is not None else None
+                add = decisions.append
                 self._in_batch = True
                 try:
-                    decisions = [decide(p, now, now_ts) for p in ready]
+                    # A malformed flow raises FlowError and no decision is returned: deciding
+                    # the flows before it only filled caches.
+                    for f in flows:
+                        p = None
+                        if type(f) is dict or type(f) is tuple:
+                            try:
+                                p = quick(f)
+                            except Exception:  # the full validation below says what is wrong
+                                p = None
+                        if p is None:
+                            p = prepare(f)
+                        if keep is not None:
+                            keep(p)
+                        add(decide(p, now, now_ts))
                 finally:
                     self._in_batch = False
         if self.audit is not None:
@@ -445,50 +490,61 @@ class Engine:
 
     # ------------------------------------------------------------------ input
 
-    def _prepare(self, value: Flow | Mapping[str, Any]) -> _Prepared:
-        """The fields of a flow, validated. A plain dict of known ids goes through
+    def _prepare(self, value: FlowInput) -> _Prepared:
+        """The fields of a flow, validated. A plain dict or a row of known ids goes through
         `_quick`, which accepts only what validation into a `Flow` accepts unchanged; any
         other value, or any doubt, takes the full validation (and its error messages)."""
-        if type(value) is dict:
+        kind = type(value)
+        if kind is dict or kind is tuple:
             try:
-                quick = self._quick(value)
+                quick = self._quick(value)  # type: ignore[arg-type]
             except Exception:  # a shortcut that fails costs only the full validation
                 quick = None
             if quick is not None:
                 return quick
-        flow = value if type(value) is Flow else as_flow(value)
+        flow = value if isinstance(value, Flow) else as_flow(value)
         at = flow.at
         return (flow.sender, flow.recipient, flow.subject, flow.data, flow.purpose,
-                flow.subprocess, None if at is None else at.timestamp(), at, flow)
+                flow.subprocess, None if at is None else at.timestamp(), at, flow, None)
 
-    def _quick(self, m: dict[str, Any]) -> _Prepared | None:
-        try:
-            sender, recipient, subject = m["sender"], m["recipient"], m["subject"]
-            data, purpose, subprocess = m["data"], m["purpose"], m["subprocess"]
-        except KeyError:
-            return None
-        # the six fields found, and `at` or nothing else (no unknown key)
-        size = len(m)
-        if size == 6:
-            at = None
-        elif size == 7 and "at" in m:
-            at = m["at"]
+    def _quick(self, m: dict[str, Any] | tuple[Any, ...]) -> _Prepared | None:
+        if isinstance(m, tuple):
+            size = len(m)
+            if size == 7:
+                sender, recipient, subject, data, purpose, subprocess, at = m
+            elif size == 6:
+                sender, recipient, subject, data, purpose, subprocess = m
+                at = None
+            else:
+                return None
         else:
-            return None
+            try:
+                sender, recipient, subject = m["sender"], m["recipient"], m["subject"]
+                data, purpose, subprocess = m["data"], m["purpose"], m["subprocess"]
+            except KeyError:
+                return None
+            # the six fields found, and `at` or nothing else (no unknown key)
+            size = len(m)
+            if size == 6:
+                at = None
+            elif size == 7 and "at" in m:
+                at = m["at"]
+            else:
+                return None
         actors = self._actors
-        if not (type(sender) is str and sender in actors
-                and type(recipient) is str and recipient in actors
-                and type(purpose) is str and purpose in self._purpose_ids
-                and type(subprocess) is str and subprocess in self._subprocess_ids
-                and type(subject) is str
+        # only strings equal the ids a policy declares (anything unhashable raises, and the
+        # full validation takes over)
+        if not (sender in actors and recipient in actors and purpose in self._purpose_ids
+                and subprocess in self._subprocess_ids and type(subject) is str
                 and (subject in self._facts
                      or (len(subject) <= MAX_ID_LENGTH and _ID.fullmatch(subject)))):
             return None
         categories = self._category_ids
+        leaf = None
         if type(data) is str:
-            if data not in categories:
+            data, leaf = self._singletons.get(data, _NOT_A_CATEGORY)
+            if data is None:
                 return None
-            data = (data,)
         elif type(data) is tuple or type(data) is list:
             if not 0 < len(data) <= MAX_CATEGORIES_PER_FLOW:
                 return None
@@ -507,7 +563,7 @@ class Engine:
             t = at.timestamp()
         else:
             return None
-        return (sender, recipient, subject, data, purpose, subprocess, t, at, None)
+        return (sender, recipient, subject, data, purpose, subprocess, t, at, None, leaf)
 
     @staticmethod
     def _flow_of(p: _Prepared, now: datetime) -> Flow:
@@ -546,38 +602,37 @@ class Engine:
         to be built, from the very rules and facts decided on, when it is read. Anything
         else goes to `_evaluate_flow`. Any error denies."""
         try:
-            sender, recipient, subject, data, purpose, subprocess, t, _, flow = p
+            t, c = p[6], p[9]
             if t is None:
                 t = now_ts
-            leaves, unknown = self._leaves_cache.get(data) or self._expand(data)
-            if (unknown or len(leaves) != 1
-                    or (flow is not None  # `_quick` has checked the ids of the others
-                        and (sender not in self._actors or recipient not in self._actors
-                             or purpose not in self._purpose_ids
-                             or subprocess not in self._subprocess_ids))):
-                at = _instant(now, now_ts)
-                return self._evaluate_flow(self._flow_of(p, at), at, t)
-            c = leaves[0]
-            judgement = self._judge(c, sender, recipient, subject, purpose, subprocess, t)
-            code = judgement[0]
-            # the decision is taken: the rest of it (the id's number reserved now) is built
-            # when read
+            if c is None:
+                sender, recipient, _, data, purpose, subprocess = p[:6]
+                leaves, unknown = self._leaves_cache.get(data) or self._expand(data)
+                if (unknown or len(leaves) != 1 or sender not in self._actors
+                        or recipient not in self._actors or purpose not in self._purpose_ids
+                        or subprocess not in self._subprocess_ids):
+                    at = _instant(now, now_ts)
+                    return self._evaluate_flow(self._flow_of(p, at), at, t)
+                c = leaves[0]
+            code, a, b = self._judge(c, p, t)
+            # The decision is taken; the rest of it (its id's number reserved now) is built
+            # when read.
             return pending_decision(
-                {"decision": "permit" if code is ReasonCode.PERMITTED else "deny",
-                 "reason": code},
-                (self._rest_of, p, now, now_ts, c, judgement, t, next(self._ids)))
+                code is _PERMITTED,
+                (self._rest_of, now, now_ts, c, t, next(self._ids), code, a, b, p))
         except Exception as exc:  # fail closed, and name no citizen in the log
             log.error("evaluation error (%s); the flow is denied", type(exc).__name__)
             at = _instant(now, now_ts)
             return self.error_decision(self._flow_of(p, at), at)
 
-    def _rest(self, p: _Prepared, now: datetime | None, now_ts: float, c: str,
-              judgement: Judgement, t: float, number: int) -> dict[str, Any]:
-        """The fields `_decide` left out of a decision: the echoed flow and the category's
-        explanation, from the very rules and facts it was decided on."""
+    def _rest(self, now: datetime | None, now_ts: float, c: str, t: float, number: int,
+              code: ReasonCode, a: Any, b: Any, p: _Prepared) -> dict[str, Any]:
+        """The fields `_decide` left out of a decision: its reason, the echoed flow and the
+        category's explanation, from the very rules and facts it was decided on."""
         decision_id = self._id_prefix + str(number)
-        code, rule = judgement[0], judgement[1]
-        permitted = code is ReasonCode.PERMITTED
+        judgement = (code, a, b)
+        rule = a
+        permitted = code is _PERMITTED
         at = _instant(now, now_ts)
         try:
             flow = self._flow_of(p, at)
@@ -588,7 +643,7 @@ class Engine:
                 f"decision {decision_id}: its explanation could not be built "
                 f"({type(exc).__name__}); the outcome "
                 f"`{'permit' if permitted else 'deny'}` stands") from None
-        return {"flow": flow, "categories": (category,),
+        return {"reason": code, "flow": flow, "categories": (category,),
                 "permitted": (c,) if permitted else (),
                 "obligations": rule.obligations if permitted else (),
                 "policy_digest": self.policy_digest, "decision_id": decision_id,
@@ -609,42 +664,47 @@ class Engine:
             self._leaves_cache[data] = cached
         return cached
 
-    def _judge(self, c: str, sender: str, recipient: str, subject: str, purpose: str,
-               subprocess: str, t: float) -> Judgement:
+    def _judge(self, c: str, p: _Prepared, t: float) -> Judgement:
         """Steps 2-6 of SPEC §5 for one leaf of a flow of known ids, without explanation:
         a forbid overrides; then a permit rule must apply; one on a basis other than
         consent suffices; otherwise the smallest-id valid consent of the subject, or the
         highest-precedence reason none counts."""
-        rules = self._rules.get((recipient, c))
+        recipient, purpose, subprocess = p[1], p[4], p[5]
+        rules = self._rules.get(recipient, _NO_RULES).get(c)
         if rules is None:
-            return ReasonCode.NO_PERMIT_RULE, None, None
+            return _NO_PERMIT_RULE, None, None
         if rules.by_sender:
-            code, found = rules.stage(sender, purpose, subprocess)
+            code, found = rules.stage(p[0], purpose, subprocess)
         else:
-            context = (purpose, subprocess)
-            stage = rules.outcomes.get(context)
+            by_subprocess = rules.outcomes.get(purpose)
+            if by_subprocess is None:
+                by_subprocess = rules.outcomes[purpose] = {}
+            stage = by_subprocess.get(subprocess)
             if stage is None:
-                stage = rules.outcomes[context] = rules.stage(sender, purpose, subprocess)
+                stage = by_subprocess[subprocess] = rules.stage(p[0], purpose, subprocess)
             code, found = stage
         if code is not _CONSENT_NEEDED:
             return code, found, None
         permits: tuple[_CompiledRule, ...] = found
-        facts = self._facts.get(subject) if self._in_batch else None
+        # the registry's revision is read once per check (a batch: once), unless it is one
+        # that never changes
+        subject = p[2]
+        facts = self._facts.get(subject) if self._in_batch or self._fixed_registry else None
         if facts is None:
             facts = self._subject_facts(subject)
         special = c in self._special
-        first_failure = ReasonCode.CONSENT_MISSING  # ranks below every failure
+        first_failure = _CONSENT_MISSING  # ranks below every failure
         for k in facts.consents if facts.by_leaf is None else facts.by_leaf.get(c, ()):
             if (c not in k.leaves or recipient not in k.actors or purpose not in k.purposes
                     or (k.subprocesses is not None and subprocess not in k.subprocesses)):
                 continue
             # consents are sorted by id: the first valid one is the smallest id
             if k.valid_from <= t < k.valid_until and (k.explicit or not special):
-                return ReasonCode.PERMITTED, permits[0], k
+                return _PERMITTED, permits[0], k
             failure = _consent_failure(k, c, special, t, facts)
             if failure is None:
-                return ReasonCode.PERMITTED, permits[0], k
-            if PRECEDENCE_RANK[failure] < PRECEDENCE_RANK[first_failure]:
+                return _PERMITTED, permits[0], k
+            if _RANK[id(failure)] < _RANK[id(first_failure)]:
                 first_failure = failure
         return first_failure, permits, facts
 
@@ -652,17 +712,18 @@ class Engine:
                   ) -> CategoryDecision:
         """A leaf's decision with its reasons, basis and remedy."""
         code, a, b = judgement
-        if code is ReasonCode.PERMITTED:
+        if code is _PERMITTED:
             return self._permitted(c, a, b)
-        if code is ReasonCode.FORBIDDEN:
+        if code is _FORBIDDEN:
             return self._forbidden(c, a)
-        if code is ReasonCode.NO_PERMIT_RULE:
+        if code is _NO_PERMIT_RULE:
             return self._no_rule(c, flow.recipient, flow.purpose, flow.subprocess)
         return self._by_consent(c, a, b, flow, t)
 
     def _leaf(self, c: str, flow: Flow, t: float) -> CategoryDecision:
-        return self._category(c, self._judge(c, flow.sender, flow.recipient, flow.subject,
-                                             flow.purpose, flow.subprocess, t), flow, t)
+        fields = (flow.sender, flow.recipient, flow.subject, flow.data, flow.purpose,
+                  flow.subprocess, t, flow.at, flow, c)
+        return self._category(c, self._judge(c, fields, t), flow, t)
 
     def _evaluate_flow(self, flow: Flow, now: datetime, t: float) -> Decision:
         """Any flow, every category decided and explained at once."""
@@ -683,7 +744,7 @@ class Engine:
         permitted = tuple(r.category for r in results if r.decision == "permit")
         if len(permitted) == len(results):
             return construct(Decision, {
-                "decision": "permit", "reason": ReasonCode.PERMITTED, "flow": flow,
+                "decision": "permit", "reason": _PERMITTED, "flow": flow,
                 "categories": results, "permitted": permitted,
                 "obligations": tuple(sorted({o for r in results for o in r.obligations})),
                 "policy_digest": self.policy_digest, "decision_id": self._next_id(),
@@ -744,7 +805,7 @@ class Engine:
             message = f"permitted by rule `{r.id}` with consent `{consent_id}`"
         result = CategoryDecision.trusted(
             category=category, decision="permit",
-            reasons=(Reason.trusted(code=ReasonCode.PERMITTED, message=message, rule=r.id,
+            reasons=(Reason.trusted(code=_PERMITTED, message=message, rule=r.id,
                                     consent=consent_id),),
             basis=Basis.trusted(rule=r.id, basis=r.basis, consent=consent_id, law=r.law,
                                 art9=r.art9),
@@ -754,7 +815,7 @@ class Engine:
     def _forbidden(self, category: str, forbids: tuple[_CompiledRule, ...]
                    ) -> CategoryDecision:
         reasons = tuple(
-            Reason.trusted(code=ReasonCode.FORBIDDEN, rule=f.id, consent=None,
+            Reason.trusted(code=_FORBIDDEN, rule=f.id, consent=None,
                            message=f"forbidden by rule `{f.id}`"
                            + (f": {f.rule.description}" if f.rule.description else ""))
             for f in forbids)
@@ -771,7 +832,7 @@ class Engine:
         if cached is not None:
             return cached
         reason = Reason.trusted(
-            code=ReasonCode.NO_PERMIT_RULE, rule=None, consent=None,
+            code=_NO_PERMIT_RULE, rule=None, consent=None,
             message=f"no permit rule lets `{recipient}` receive `{category}` for `{purpose}` "
                     f"at `{subprocess}`")
         return self._remember(key, _denied(category, (reason,), _CHANGE_POLICY))
@@ -796,7 +857,7 @@ class Engine:
         grantors = _grantor_keys(category, facts, t)
         if not failures:
             reasons: tuple[Reason, ...] = (Reason.trusted(
-                code=ReasonCode.CONSENT_MISSING, rule=rule_id, consent=None,
+                code=_CONSENT_MISSING, rule=rule_id, consent=None,
                 message=f"rule `{rule_id}` needs consent for `{recipient}` to receive "
                         f"`{category}` for `{purpose}` at `{subprocess}`; none is on record"),)
         else:
@@ -845,11 +906,11 @@ class Engine:
                        message: str = "internal evaluation error; denied (fail closed)"
                        ) -> Decision:
         """The fail-closed answer: every category denied with `EVALUATION_ERROR`."""
-        reason = Reason(code=ReasonCode.EVALUATION_ERROR, message=message)
+        reason = Reason(code=_EVALUATION_ERROR, message=message)
         categories = tuple(_denied(c, (reason,), None) for c in sorted(set(flow.data)))
         if not categories:  # pragma: no cover - a Flow always names a category
             raise FlowError([Diagnostic("a flow names no data category", "<flow>")])
-        return Decision(decision="deny", reason=ReasonCode.EVALUATION_ERROR, flow=flow,
+        return Decision(decision="deny", reason=_EVALUATION_ERROR, flow=flow,
                         categories=categories, permitted=(), obligations=(),
                         policy_digest=self.policy_digest, decision_id=self._next_id(),
                         evaluated_at=now)
@@ -858,10 +919,23 @@ class Engine:
 AUDIT_FAILED = "the decision could not be recorded in the audit log; denied (fail closed)"
 
 
+FlowInput = Flow | Mapping[str, Any] | tuple[Any, ...]
+"""A flow as `check` takes it: a `Flow`, a mapping of its fields, or a row of them."""
+
+FLOW_ROW_FIELDS = ("sender", "recipient", "subject", "data", "purpose", "subprocess", "at")
+"""The fields of a flow given as a row (a tuple), in order; `at` may be left out."""
+
+
 def as_flow(value: object, source: str = "<flow>") -> Flow:
-    """A `Flow` from a flow or a mapping; `FlowError` naming each problem otherwise."""
+    """A `Flow` from a flow, a mapping or a row; `FlowError` naming each problem otherwise."""
     if isinstance(value, Flow):
         return value
+    if type(value) is tuple:
+        if len(value) not in (6, 7):
+            raise FlowError([Diagnostic(
+                f"a flow row has 6 or 7 fields ({', '.join(FLOW_ROW_FIELDS)}), not "
+                f"{len(value)}", source)])
+        value = dict(zip(FLOW_ROW_FIELDS, value, strict=False))
     collector = Collector()
     flow = collector.validate(Document(source, value), (), Flow, value, "flow")
     if flow is None:
@@ -893,7 +967,7 @@ def _denied(category: str, reasons: tuple[Reason, ...], remedy: Remedy | None
 
 
 def _unknown_reason(message: str) -> Reason:
-    return Reason.trusted(code=ReasonCode.UNKNOWN_ENTITY, message=message, rule=None,
+    return Reason.trusted(code=_UNKNOWN_ENTITY, message=message, rule=None,
                           consent=None)
 
 
@@ -929,17 +1003,17 @@ def _consent_failure(k: _CompiledConsent, category: str, special: bool, t: float
                      facts: _SubjectFacts) -> ReasonCode | None:
     """The highest-precedence reason this in-scope consent does not count, or None."""
     if t >= k.withdrawn:
-        return ReasonCode.CONSENT_WITHDRAWN
+        return _CONSENT_WITHDRAWN
     if t >= k.expires:
-        return ReasonCode.CONSENT_EXPIRED
+        return _CONSENT_EXPIRED
     if t < k.given:
-        return ReasonCode.CONSENT_NOT_YET_VALID
+        return _CONSENT_NOT_YET_VALID
     if special and not k.explicit:
-        return ReasonCode.CONSENT_NOT_EXPLICIT
+        return _CONSENT_NOT_EXPLICIT
     if k.by_subject:
         if k.given < facts.consent_from:
-            return ReasonCode.GRANTOR_NOT_AUTHORIZED
-        return None if t >= facts.consent_from else ReasonCode.GRANTOR_AUTHORITY_ENDED
+            return _GRANTOR_NOT_AUTHORIZED
+        return None if t >= facts.consent_from else _GRANTOR_AUTHORITY_ENDED
     had_authority = False
     for g in k.guardianships:
         if g.scope is not None and category not in g.scope:
@@ -948,8 +1022,8 @@ def _consent_failure(k: _CompiledConsent, category: str, special: bool, t: float
             if _guardian_valid(g, t, facts):
                 return None
             had_authority = True
-    return (ReasonCode.GRANTOR_AUTHORITY_ENDED if had_authority
-            else ReasonCode.GRANTOR_NOT_AUTHORIZED)
+    return (_GRANTOR_AUTHORITY_ENDED if had_authority
+            else _GRANTOR_NOT_AUTHORIZED)
 
 
 def _iso(value: datetime | None) -> str:
@@ -958,17 +1032,17 @@ def _iso(value: datetime | None) -> str:
 
 def _consent_message(code: ReasonCode, k: _CompiledConsent, category: str) -> str:
     c = k.consent
-    if code is ReasonCode.CONSENT_WITHDRAWN:
+    if code is _CONSENT_WITHDRAWN:
         return f"consent `{k.id}` was withdrawn at {_iso(c.withdrawn_at)}"
-    if code is ReasonCode.CONSENT_EXPIRED:
+    if code is _CONSENT_EXPIRED:
         return f"consent `{k.id}` expired at {_iso(c.expires_at)}"
-    if code is ReasonCode.CONSENT_NOT_YET_VALID:
+    if code is _CONSENT_NOT_YET_VALID:
         return f"consent `{k.id}` counts only from {_iso(c.given_at)}"
-    if code is ReasonCode.CONSENT_NOT_EXPLICIT:
+    if code is _CONSENT_NOT_EXPLICIT:
         return (f"`{category}` is special-category data (GDPR Art. 9) and consent `{k.id}` "
                 "is not explicit")
     grantor = "the subject" if k.by_subject else "the grantor"
-    if code is ReasonCode.GRANTOR_NOT_AUTHORIZED:
+    if code is _GRANTOR_NOT_AUTHORIZED:
         return (f"consent `{k.id}`: {grantor} had no authority to consent to `{category}` "
                 "when it was given")
     return f"consent `{k.id}`: {grantor}'s authority over `{category}` has ended since"

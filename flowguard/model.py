@@ -543,12 +543,15 @@ _set_dict = BaseModel.__dict__["__dict__"].__set__
 _ALL_DECISION_FIELDS = set(Decision.model_fields)
 
 
-def pending_decision(values: dict[str, Any], completion: Completion) -> Decision:
-    """A decision holding `values` now, and the rest of its fields (and pydantic's own
-    state) once `completion` has run, which happens before anything else reads it.
-    `completion` must be deterministic: it may run in any thread, at any later time."""
-    instance = object.__new__(Decision)
-    _set_dict(instance, values)
+def pending_decision(permit: bool, completion: Completion) -> Decision:
+    """A decision holding its outcome now (permit or deny), and the rest of its fields (and
+    pydantic's own state) once `completion` has run, which happens before anything else
+    reads it. `completion` must be deterministic: it may run in any thread, at any later
+    time."""
+    instance = _new(Decision)
+    # Pending decisions share one dict per outcome: `complete` gives each its own dict
+    # before anything can write to it (models are frozen).
+    _set_dict(instance, _PERMIT_PENDING if permit else _DENY_PENDING)
     _set_pending(instance, completion)
     return instance
 
@@ -561,9 +564,14 @@ def complete(decision: Decision) -> bool:
         return False
     if completion is None:
         return False
-    decision.__dict__.update(completion[0](*completion[1:]))
+    _set_dict(decision, {**decision.__dict__, **completion[0](*completion[1:])})
     _set(decision, "__pydantic_fields_set__", _ALL_DECISION_FIELDS)
     _set(decision, "__pydantic_extra__", None)
     _set(decision, "__pydantic_private__", None)
     _set_pending(decision, None)
     return True
+
+
+_PERMIT_PENDING: dict[str, Any] = {"decision": "permit"}
+_DENY_PENDING: dict[str, Any] = {"decision": "deny"}
+_new = object.__new__

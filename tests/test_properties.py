@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from flowguard import Engine, InMemoryRegistry
 from flowguard.audit.entries import generate_pseudonym_key
 from flowguard.audit.trail import open_audit
-from flowguard.engine import AUDIT_FAILED
+from flowguard.engine import AUDIT_FAILED, FLOW_ROW_FIELDS
 from flowguard.errors import ExplanationError, FlowError
 from flowguard.model import (
     DENY_PRECEDENCE,
@@ -849,11 +849,12 @@ def test_the_oracle_itself_knows_leap_day_birthdays() -> None:
 # =========================================================================== 9. ways of asking
 
 
-def _variants(flow: Flow) -> list[Flow | dict[str, Any]]:
+def _variants(flow: Flow) -> list[Flow | dict[str, Any] | tuple[Any, ...]]:
     """The same flow as a caller may pass it: the model, its mapping (`at` a datetime), its
-    JSON mapping (`at` a string: full validation), and `at` as epoch seconds."""
-    variants: list[Flow | dict[str, Any]] = [flow, flow.model_dump(),
-                                             flow.model_dump(mode="json")]
+    JSON mapping (`at` a string: full validation), its row, and `at` as epoch seconds."""
+    variants: list[Flow | dict[str, Any] | tuple[Any, ...]] = [
+        flow, flow.model_dump(), flow.model_dump(mode="json"),
+        tuple(flow.model_dump().values())]
     if flow.at is not None and flow.at.microsecond == 0 and flow.at.timestamp() >= 0:
         variants.append({**flow.model_dump(), "at": int(flow.at.timestamp())})
     return variants
@@ -873,7 +874,7 @@ def test_every_way_of_asking_gets_the_same_decision(world: World) -> None:
             for variant in _variants(flow):
                 got = dump(engine.check(variant))
                 assert got == expected[index], first_difference(got, expected[index])
-        for variant_index in range(3):
+        for variant_index in range(4):
             batch = [_variants(f)[variant_index] for f in flows]
             assert [dump(d) for d in engine.check_many(batch)] == expected
 
@@ -917,20 +918,37 @@ def test_the_fast_path_accepts_exactly_what_a_flow_accepts(world: World,
     """The engine's shortcut for mappings never accepts what `Flow` validation refuses, nor
     reads a field differently; what it passes over gets the full validation."""
     engine = world.engine()
+
+    def quick(value: dict[str, Any] | tuple[Any, ...]) -> Any:
+        try:
+            return engine._quick(value)
+        except Exception:  # as the engine uses it: an error means "validate fully"
+            return None
+
+    row = tuple(mapping.get(f) for f in FLOW_ROW_FIELDS)
+    is_row = set(mapping) <= set(FLOW_ROW_FIELDS) and set(FLOW_ROW_FIELDS[:6]) <= set(mapping)
     try:
         flow = Flow.model_validate(mapping)
     except ValidationError:
-        assert engine._quick(mapping) is None
+        assert quick(mapping) is None
         with pytest.raises(FlowError):
             engine.check(mapping)
+        if is_row:  # the same fields as a row
+            assert quick(row) is None
+            with pytest.raises(FlowError):
+                engine.check(row)
         return
-    quick = engine._quick(mapping)
-    if quick is not None:
-        assert quick[:6] == (flow.sender, flow.recipient, flow.subject, flow.data,
-                             flow.purpose, flow.subprocess)
-        assert quick[6] == (None if flow.at is None else flow.at.timestamp())
+    if is_row:
+        assert quick(row) == quick(mapping)
         if flow.at is not None:
-            assert engine._flow_of(quick, datetime.now(UTC)) == flow
+            assert dump(engine.check(row)) == dump(engine.check(flow))
+    prepared = quick(mapping)
+    if prepared is not None:
+        assert prepared[:6] == (flow.sender, flow.recipient, flow.subject, flow.data,
+                                flow.purpose, flow.subprocess)
+        assert prepared[6] == (None if flow.at is None else flow.at.timestamp())
+        if flow.at is not None:
+            assert engine._flow_of(prepared, datetime.now(UTC)) == flow
     if flow.at is not None:
         assert dump(engine.check(mapping)) == dump(engine.check(flow))
 

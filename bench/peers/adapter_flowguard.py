@@ -5,8 +5,8 @@
 
 `build` turns the neutral workload (`workload.load(folder)`) into a `flowguard.Policy` and an
 `InMemoryRegistry` in memory, through the public model classes (no YAML or JSON round trip),
-and returns a `flowguard.Engine`. `decide` turns each request into a flow mapping (the JSON
-shape of a `flowguard.Flow`, validated by the engine) and calls `Engine.check`;
+and returns a `flowguard.Engine`. `decide` turns each request into a flow row (a `Flow`'s
+fields in order, validated by the engine as a `Flow` would be) and calls `Engine.check`;
 `decide_batch` calls `Engine.check_many`. The mapping is in README.md.
 """
 
@@ -178,12 +178,11 @@ def build(wl: Workload) -> flowguard.Engine:
     return engine
 
 
-def _flow(r: Request) -> dict[str, Any]:
-    """The request as a flow mapping, the shape `flowguard check` reads as JSON; `at` in
-    epoch seconds. The engine validates it as it would a `Flow`."""
-    return {"sender": r["sender"], "recipient": r["recipient"], "subject": r["citizen"],
-            "data": r["category"], "purpose": r["purpose"], "subprocess": r["subprocess"],
-            "at": r["time"]}
+def _flow(r: Request) -> tuple[str, str, str, str, str, str, int]:
+    """The request as a flow row: its fields in `flowguard.engine.FLOW_ROW_FIELDS` order,
+    `at` in epoch seconds. The engine validates it as it would a `Flow`."""
+    return (r["sender"], r["recipient"], r["citizen"], r["category"], r["purpose"],
+            r["subprocess"], r["time"])
 
 
 def decide(engine: flowguard.Engine, request: Request) -> bool:
