@@ -152,7 +152,7 @@ class _SubjectFacts:
         return self.consents if self.by_leaf is None else self.by_leaf.get(leaf, ())
 
 
-_Stage = tuple[ReasonCode, Any]
+_Stage = tuple[ReasonCode, Any, None]  # a Judgement that needs no subject
 _CONSENT_NEEDED = _CONSENT_MISSING
 
 
@@ -172,28 +172,30 @@ class _RuleSet:
         self.by_sender = any(r.senders is not None for r in (*self.permits, *self.forbids))
 
     def stage(self, sender: str, purpose: str, subprocess: str) -> _Stage:
-        """Steps 2-4 of SPEC §5: (FORBIDDEN, the forbids that apply), (NO_PERMIT_RULE,
-        None), (PERMITTED, the smallest-id permit on a basis other than consent), or
-        (`_CONSENT_NEEDED`, the consent-based permits that apply)."""
+        """Steps 2-4 of SPEC §5, as the judgement they give when no consent is needed:
+        (FORBIDDEN, the forbids that apply, None), (NO_PERMIT_RULE, None, None), (PERMITTED,
+        the smallest-id permit on a basis other than consent, None); or
+        (`_CONSENT_NEEDED`, the consent-based permits that apply, None)."""
         hit = tuple(f for f in self.forbids
                     if (f.senders is None or sender in f.senders)
                     and (f.purposes is None or purpose in f.purposes)
                     and (f.subprocesses is None or subprocess in f.subprocesses))
         if hit:
-            return _FORBIDDEN, hit
+            return _FORBIDDEN, hit, None
         permits = tuple(p for p in self.permits
                         if (p.senders is None or sender in p.senders)
                         and (p.purposes is None or purpose in p.purposes)
                         and (p.subprocesses is None or subprocess in p.subprocesses))
         if not permits:
-            return _NO_PERMIT_RULE, None
+            return _NO_PERMIT_RULE, None, None
         for p in permits:
             if p.consent_free:
-                return _PERMITTED, p
-        return _CONSENT_NEEDED, permits
+                return _PERMITTED, p, None
+        return _CONSENT_NEEDED, permits, None
 
 
 _NO_RULES: dict[str, _RuleSet] = {}
+_NO_RULE: _Stage = (_NO_PERMIT_RULE, None, None)
 
 _INDEX_FROM = 16  # consents of one subject from which they are indexed by leaf
 
@@ -672,20 +674,20 @@ class Engine:
         recipient, purpose, subprocess = p[1], p[4], p[5]
         rules = self._rules.get(recipient, _NO_RULES).get(c)
         if rules is None:
-            return _NO_PERMIT_RULE, None, None
+            return _NO_RULE
         if rules.by_sender:
-            code, found = rules.stage(p[0], purpose, subprocess)
+            stage = rules.stage(p[0], purpose, subprocess)
         else:
             by_subprocess = rules.outcomes.get(purpose)
             if by_subprocess is None:
                 by_subprocess = rules.outcomes[purpose] = {}
-            stage = by_subprocess.get(subprocess)
-            if stage is None:
-                stage = by_subprocess[subprocess] = rules.stage(p[0], purpose, subprocess)
-            code, found = stage
-        if code is not _CONSENT_NEEDED:
-            return code, found, None
-        permits: tuple[_CompiledRule, ...] = found
+            known = by_subprocess.get(subprocess)
+            if known is None:
+                known = by_subprocess[subprocess] = rules.stage(p[0], purpose, subprocess)
+            stage = known
+        if stage[0] is not _CONSENT_NEEDED:
+            return stage
+        permits: tuple[_CompiledRule, ...] = stage[1]
         # the registry's revision is read once per check (a batch: once), unless it is one
         # that never changes
         subject = p[2]
