@@ -357,7 +357,10 @@ class Engine:
         compiled = []
         by_identity = self._actor_sets_by_identity
         for k in consents:
-            recipients = k.recipients
+            # the record's fields, read from its dict: pydantic models answer attribute
+            # reads through a hook that costs more than the read
+            f = k.__dict__
+            recipients = f["recipients"]
             known = by_identity.get(id(recipients))
             if known is not None and known[0] is recipients:
                 actors = known[1]
@@ -370,29 +373,33 @@ class Engine:
                     by_identity.clear()
                 # the entry holds `recipients`, so its id cannot be reused while it is there
                 by_identity[id(recipients)] = (recipients, actors)
-            leaves = leaf_sets.get(k.data)
+            data = f["data"]
+            leaves = leaf_sets.get(data)
             if leaves is None:
-                leaves = leaf_sets[k.data] = self._leaves_of(k.data)
-            purposes = purpose_sets.get(k.purposes)
+                leaves = leaf_sets[data] = self._leaves_of(data)
+            purpose_ids = f["purposes"]
+            purposes = purpose_sets.get(purpose_ids)
             if purposes is None:
-                purposes = purpose_sets[k.purposes] = self._purposes_under(k.purposes)
-            subprocesses = None
-            if k.subprocesses is not None:
-                subprocesses = subprocess_sets.get(k.subprocesses)
+                purposes = purpose_sets[purpose_ids] = self._purposes_under(purpose_ids)
+            subprocesses = subprocess_ids = f["subprocesses"]
+            if subprocess_ids is not None:
+                subprocesses = subprocess_sets.get(subprocess_ids)
                 if subprocesses is None:
-                    subprocesses = subprocess_sets[k.subprocesses] = frozenset(k.subprocesses)
-            given = k.given_at.timestamp()
-            expires = _INF if k.expires_at is None else k.expires_at.timestamp()
-            withdrawn = _INF if k.withdrawn_at is None else k.withdrawn_at.timestamp()
-            by_subject = k.given_by == subject_id
+                    subprocesses = subprocess_sets[subprocess_ids] = frozenset(subprocess_ids)
+            given = f["given_at"].timestamp()
+            expires_at, withdrawn_at = f["expires_at"], f["withdrawn_at"]
+            expires = _INF if expires_at is None else expires_at.timestamp()
+            withdrawn = _INF if withdrawn_at is None else withdrawn_at.timestamp()
+            given_by = f["given_by"]
+            by_subject = given_by == subject_id
             if by_subject and given >= consent_from:
                 valid_from, valid_until = given, min(expires, withdrawn)
             else:
                 valid_from = valid_until = _INF
             compiled.append(_CompiledConsent(
-                k.id, k, by_subject, given, expires, withdrawn, actors, leaves, purposes,
-                subprocesses, k.explicit,
-                tuple(g for g in guardianships if g.guardian == k.given_by)
+                f["id"], k, by_subject, given, expires, withdrawn, actors, leaves, purposes,
+                subprocesses, f["explicit"],
+                tuple(g for g in guardianships if g.guardian == given_by)
                 if guardianships else (),
                 valid_from, valid_until))
         if len(compiled) > 1:

@@ -331,3 +331,27 @@ def test_policy_copy_recomputes_its_hierarchies_and_digest(engine: Engine) -> No
     copied = policy.model_copy(update={"data_categories": {"x.y": flowguard.model.DataCategory()}})
     assert copied.category_tree.leaves("x") == ("x.y",)
     assert copied.digest != policy.digest
+
+
+def test_an_in_memory_registry_shares_equal_parts_without_changing_a_record() -> None:
+    """InMemoryRegistry keeps one object for equal recipient, category and purpose lists
+    and one set of field names; the records read back equal, and copying one with a change
+    leaves the others as they were."""
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def consent(i: int) -> Consent:
+        return Consent(id=f"k{i}", subject="s", given_by="s", given_at=at,
+                       recipients=(Selector(organization=("org",)),), data=("health",),
+                       purposes=("care",))
+
+    originals = [consent(i) for i in range(3)]
+    registry = InMemoryRegistry(subjects={"s": flowguard.Subject()},
+                                consents=[consent(i) for i in range(3)])
+    kept = list(registry.consents_of("s"))
+    assert kept == originals
+    assert kept[0].recipients is kept[1].recipients and kept[0].data is kept[2].data
+    assert kept[0].model_fields_set is kept[1].model_fields_set
+    changed = kept[0].model_copy(update={"explicit": True})
+    assert changed.explicit and changed.model_fields_set >= {"explicit"}
+    assert kept[1].model_fields_set == originals[1].model_fields_set
+    assert [k.model_dump() for k in kept] == [k.model_dump() for k in originals]
