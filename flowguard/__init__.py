@@ -3,6 +3,7 @@
 from flowguard.engine import Engine
 from flowguard.errors import (
     Diagnostic,
+    ExplanationError,
     FlowError,
     FlowguardError,
     InputError,
@@ -34,6 +35,7 @@ __all__ = [
     "Decision",
     "Diagnostic",
     "Engine",
+    "ExplanationError",
     "Flow",
     "FlowError",
     "FlowguardError",

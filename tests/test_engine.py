@@ -355,3 +355,57 @@ def test_an_in_memory_registry_shares_equal_parts_without_changing_a_record() ->
     assert changed.explicit and changed.model_fields_set >= {"explicit"}
     assert kept[1].model_fields_set == originals[1].model_fields_set
     assert [k.model_dump() for k in kept] == [k.model_dump() for k in originals]
+
+
+def test_a_check_looks_only_at_its_recipients_rules_and_its_subjects_consents(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Indexes, not scans: adding rules for other recipients and consents of other subjects
+    changes nothing a check reads (the rules it filters, the consents it scans)."""
+    from flowguard.engine import _RuleSet
+
+    def reads(target: Engine) -> tuple[list[int], list[int]]:
+        rules: list[int] = []
+        consents: list[int] = []
+        stage, facts = _RuleSet.stage, target._subject_facts
+
+        def counting_stage(self: _RuleSet, *args: Any) -> Any:
+            rules.append(len(self.permits) + len(self.forbids))
+            return stage(self, *args)
+
+        def counting_facts(subject_id: str) -> Any:
+            found = facts(subject_id)
+            consents.append(len(found.consents))
+            return found
+
+        monkeypatch.setattr(_RuleSet, "stage", counting_stage)
+        monkeypatch.setattr(target, "_subject_facts", counting_facts)
+        target._facts.clear()
+        for at in ("2026-03-01T10:00:00Z", "2027-01-01T00:00:00Z"):
+            target.check({**BASE, "data": "identity.name", "at": at})
+        monkeypatch.undo()
+        return rules, consents
+
+    policy = engine.policy
+    other = next(a for a in policy.actors if a != BASE["recipient"])
+    noise = tuple(
+        flowguard.model.Rule(id=f"zz-noise-{i}", effect="permit", basis="consent",
+                             recipient=Selector(actor=(other,)), data=("identity.name",))
+        for i in range(500))
+    bigger_policy = policy.model_copy(update={"rules": (*policy.rules, *noise)})
+    registry = engine.registry
+    assert isinstance(registry, InMemoryRegistry)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    more = [Consent(id=f"zz-{i}", subject="adult-2", given_by="adult-2", given_at=at,
+                    recipients=(Selector(),), data=("identity",), purposes=("job-matching",))
+            for i in range(500)]
+    bigger_registry = InMemoryRegistry(
+        subjects=registry.subjects, guardianships=registry.all_guardianships(),
+        consents=[*registry.all_consents(), *more])
+    small = reads(Engine(policy, registry))
+    big = reads(Engine(bigger_policy, bigger_registry))
+    assert small == big and small[0] and small[1]
+    # the negative control: rules for the same recipient are read
+    same = tuple(r.model_copy(update={"recipient": Selector(actor=(BASE["recipient"],))})
+                 for r in noise)
+    crowded = policy.model_copy(update={"rules": (*policy.rules, *same)})
+    assert reads(Engine(crowded, registry))[0] != small[0]
