@@ -42,6 +42,7 @@ from flowguard.model import (
     Rule,
     Selector,
     Subject,
+    complete,
     construct,
     pending_decision,
 )
@@ -126,6 +127,9 @@ class _CompiledConsent:
     # `valid_until` with no further question (otherwise `valid_from` is infinite)
     valid_from: float
     valid_until: float
+    # the last permit this consent gave, as (leaf, rule, its decision): one slot suffices
+    # for a consent used by one rule for one leaf, the common case
+    last_permit: tuple[str, _CompiledRule, CategoryDecision] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +239,6 @@ class Engine:
         self._purpose_sets: dict[tuple[str, ...], frozenset[str]] = {}
         self._subprocess_sets: dict[tuple[str, ...], frozenset[str]] = {}
         self._facts_revision = self.registry.revision
-        self._in_batch = False
         # a subject the registry does not know has no consents and counts as an adult
         self._unknown_subject = _SubjectFacts((), None, (), *self._ages(None))
         self._rules: dict[str, dict[str, _RuleSet]] = {}  # by recipient, by leaf
@@ -253,7 +256,7 @@ class Engine:
         if preload and isinstance(self.registry, InMemoryRegistry):
             with gc_paused():
                 for subject_id in self.registry.subject_ids():
-                    self._subject_facts(subject_id)
+                    self._subject_facts(subject_id, synced=True)
         if audit is not None:
             audit.record_policy(policy)  # the activation, with the policy text kept
 
@@ -317,8 +320,10 @@ class Engine:
                 tuple(permits.get((recipient, leaf), ())),
                 tuple(forbids.get((recipient, leaf), ())))
 
-    def _subject_facts(self, subject_id: str) -> _SubjectFacts:
-        if not self._in_batch:
+    def _subject_facts(self, subject_id: str, synced: bool = False) -> _SubjectFacts:
+        """The subject's compiled facts, after reading the registry's revision unless the
+        caller has (`synced`: once for a whole batch)."""
+        if not synced:
             self._sync_registry()
         facts = self._facts.get(subject_id)
         if facts is None:
@@ -447,9 +452,10 @@ class Engine:
         on evaluation: any internal error denies."""
         prepared = self._prepare(flow)
         if self.audit is None:  # the evaluation time becomes a datetime when it is read
-            return self._decide(prepared, None, time.time())
+            # whole microseconds: the datetime made from it when read is this very instant
+            return self._decide(prepared, None, (time.time_ns() // 1000) / 1_000_000, False)
         now = datetime.now(UTC)
-        return self._audited([self._decide(prepared, now, now.timestamp())], [prepared],
+        return self._audited([self._decide(prepared, now, now.timestamp(), False)], [prepared],
                              now)[0]
 
     def check_many(self, flows: Iterable[FlowInput]) -> list[Decision]:
@@ -475,24 +481,20 @@ class Engine:
                 ready, decisions = [], []
                 keep = ready.append if self.audit is not None else None
                 add = decisions.append
-                self._in_batch = True
-                try:
-                    # A malformed flow raises FlowError and no decision is returned: deciding
-                    # the flows before it only filled caches.
-                    for f in flows:
-                        p = None
-                        if type(f) is dict or type(f) is tuple:
-                            try:
-                                p = quick(f)
-                            except Exception:  # the full validation below says what is wrong
-                                p = None
-                        if p is None:
-                            p = prepare(f)
-                        if keep is not None:
-                            keep(p)
-                        add(decide(p, now, now_ts))
-                finally:
-                    self._in_batch = False
+                # A malformed flow raises FlowError and no decision is returned: deciding the
+                # flows before it only filled caches.
+                for f in flows:
+                    p = None
+                    if type(f) is dict or type(f) is tuple:
+                        try:
+                            p = quick(f)
+                        except Exception:  # the full validation below says what is wrong
+                            p = None
+                    if p is None:
+                        p = prepare(f)
+                    if keep is not None:
+                        keep(p)
+                    add(decide(p, now, now_ts, True))
         if self.audit is not None:
             return self._audited(decisions, ready, now)
         return decisions
@@ -541,10 +543,13 @@ class Engine:
             else:
                 return None
         actors = self._actors
-        # only strings equal the ids a policy declares (anything unhashable raises, and the
-        # full validation takes over)
-        if not (sender in actors and recipient in actors and purpose in self._purpose_ids
-                and subprocess in self._subprocess_ids and type(subject) is str
+        # exactly `str`: validation makes a subclass a plain string, and a subclass's own
+        # equality must not decide whether an id is known
+        if not (type(sender) is str and sender in actors
+                and type(recipient) is str and recipient in actors
+                and type(purpose) is str and purpose in self._purpose_ids
+                and type(subprocess) is str and subprocess in self._subprocess_ids
+                and type(subject) is str
                 and (subject in self._facts
                      or (len(subject) <= MAX_ID_LENGTH and _ID.fullmatch(subject)))):
             return None
@@ -593,6 +598,12 @@ class Engine:
         """Append the decisions to the audit log in one transaction. A decision that cannot
         be recorded must not be acted on: if the append fails, every flow is denied."""
         assert self.audit is not None
+        for index, decision in enumerate(decisions):
+            try:  # an explanation that cannot be built denies that flow alone
+                complete(decision)
+            except ExplanationError:
+                at = decision.__dict__.get("evaluated_at") or now
+                decisions[index] = self.error_decision(self._flow_of(prepared[index], at), at)
         try:
             self.audit.record_decisions(decisions, self.policy, self._facts_revision)
         except Exception as exc:
@@ -603,13 +614,15 @@ class Engine:
 
     # ------------------------------------------------------------------ evaluation
 
-    def _decide(self, p: _Prepared, now: datetime | None, now_ts: float) -> Decision:
-        """Decide prepared fields at `now` (None: `now_ts`, made a datetime when read).
+    def _decide(self, p: _Prepared, now: datetime | None, now_ts: float,
+                synced: bool) -> Decision:
+        """Decide prepared fields at `now` (None: `now_ts`, made a datetime when read);
+        `synced`: the registry's revision has been read for this batch.
 
-        The common case, one leaf category and known ids, is decided here on the fields:
-        a permit is complete but for the echoed flow; a denial's reasons and remedy are left
-        to be built, from the very rules and facts decided on, when it is read. Anything
-        else goes to `_evaluate_flow`. Any error denies."""
+        The common case, one leaf category and known ids, is decided here on the fields
+        (any error denies); its explanation and echoed flow are left to be built, from the
+        very rules and facts decided on, when it is read. Anything else goes to
+        `_evaluate_flow`."""
         try:
             t, c = p[6], p[9]
             if t is None:
@@ -621,13 +634,13 @@ class Engine:
                         or recipient not in self._actors or purpose not in self._purpose_ids
                         or subprocess not in self._subprocess_ids):
                     at = _instant(now, now_ts)
-                    return self._evaluate_flow(self._flow_of(p, at), at, t)
+                    return self._evaluate_flow(self._flow_of(p, at), at, t, synced)
                 c = leaves[0]
-            code, a, b = self._judge(c, p, t)
+            code, a, b = self._judge(c, p, t, synced)
             # The decision is taken; the rest of it (its id's number reserved now) is built
-            # when read.
+            # when read, from compiled rules and facts whose invariants make it total.
             return pending_decision(
-                code is _PERMITTED,
+                {"decision": "permit" if code is _PERMITTED else "deny"},
                 (self._rest_of, now, now_ts, c, t, next(self._ids), code, a, b, p))
         except Exception as exc:  # fail closed, and name no citizen in the log
             log.error("evaluation error (%s); the flow is denied", type(exc).__name__)
@@ -673,7 +686,7 @@ class Engine:
             self._leaves_cache[data] = cached
         return cached
 
-    def _judge(self, c: str, p: _Prepared, t: float) -> Judgement:
+    def _judge(self, c: str, p: _Prepared, t: float, synced: bool) -> Judgement:
         """Steps 2-6 of SPEC §5 for one leaf of a flow of known ids, without explanation:
         a forbid overrides; then a permit rule must apply; one on a basis other than
         consent suffices; otherwise the smallest-id valid consent of the subject, or the
@@ -698,9 +711,9 @@ class Engine:
         # the registry's revision is read once per check (a batch: once), unless it is one
         # that never changes
         subject = p[2]
-        facts = self._facts.get(subject) if self._in_batch or self._fixed_registry else None
+        facts = self._facts.get(subject) if synced or self._fixed_registry else None
         if facts is None:
-            facts = self._subject_facts(subject)
+            facts = self._subject_facts(subject, synced)
         special = c in self._special
         first_failure = _CONSENT_MISSING  # ranks below every failure
         for k in facts.consents if facts.by_leaf is None else facts.by_leaf.get(c, ()):
@@ -729,12 +742,12 @@ class Engine:
             return self._no_rule(c, flow.recipient, flow.purpose, flow.subprocess)
         return self._by_consent(c, a, b, flow, t)
 
-    def _leaf(self, c: str, flow: Flow, t: float) -> CategoryDecision:
+    def _leaf(self, c: str, flow: Flow, t: float, synced: bool) -> CategoryDecision:
         fields = (flow.sender, flow.recipient, flow.subject, flow.data, flow.purpose,
                   flow.subprocess, t, flow.at, flow, c)
-        return self._category(c, self._judge(c, fields, t), flow, t)
+        return self._category(c, self._judge(c, fields, t, synced), flow, t)
 
-    def _evaluate_flow(self, flow: Flow, now: datetime, t: float) -> Decision:
+    def _evaluate_flow(self, flow: Flow, now: datetime, t: float, synced: bool) -> Decision:
         """Any flow, every category decided and explained at once."""
         if flow.at is None:
             flow = construct(Flow, {**flow.__dict__, "at": now})
@@ -744,8 +757,9 @@ class Engine:
         purpose, subprocess = flow.purpose, flow.subprocess
         if (expanded[1] or sender not in self._actors or recipient not in self._actors
                 or purpose not in self._purpose_ids or subprocess not in self._subprocess_ids):
-            return self._unknown_decision(flow, leaves, expanded[1], now)
-        return self._combine(flow, tuple(self._leaf(c, flow, t) for c in leaves), now)
+            return self._unknown_decision(flow, leaves, expanded[1], now, synced)
+        return self._combine(flow, tuple(self._leaf(c, flow, t, synced) for c in leaves),
+                             now)
 
     def _combine(self, flow: Flow, results: tuple[CategoryDecision, ...],
                  now: datetime) -> Decision:
@@ -766,7 +780,8 @@ class Engine:
             "decision_id": self._next_id(), "evaluated_at": now})
 
     def _unknown_decision(self, flow: Flow, leaves: tuple[str, ...],
-                          unknown_categories: tuple[str, ...], now: datetime) -> Decision:
+                          unknown_categories: tuple[str, ...], now: datetime,
+                          synced: bool) -> Decision:
         problems = self._unknown_entities(flow)
         results: list[CategoryDecision]
         if problems:
@@ -774,7 +789,7 @@ class Engine:
             results = [_denied(c, (reason,), _FIX_REQUEST) for c in leaves]
         else:
             t = now.timestamp() if flow.at is None else flow.at.timestamp()
-            results = [self._leaf(c, flow, t) for c in leaves]
+            results = [self._leaf(c, flow, t, synced) for c in leaves]
         for c in unknown_categories:
             message = f"unknown data category `{c}`"
             hint = closest(c, self._categories.ids)
@@ -799,7 +814,11 @@ class Engine:
 
     def _permitted(self, category: str, rule: _CompiledRule,
                    consent: _CompiledConsent | None) -> CategoryDecision:
-        """A permitted leaf, kept in the memo for reuse."""
+        """A permitted leaf, kept for reuse with its consent, or else in the memo."""
+        if consent is not None:
+            last = consent.last_permit
+            if last is not None and last[1] is rule and last[0] == category:
+                return last[2]
         consent_id = None if consent is None else consent.id
         key = ("permit", category, rule.id, consent_id)
         cached: CategoryDecision | None = self._memo.get(key)
@@ -819,6 +838,8 @@ class Engine:
             basis=Basis.trusted(rule=r.id, basis=r.basis, consent=consent_id, law=r.law,
                                 art9=r.art9),
             remedy=None, obligations=rule.obligations)
+        if consent is not None:
+            consent.last_permit = (category, rule, result)
         return self._remember(key, result)
 
     def _forbidden(self, category: str, forbids: tuple[_CompiledRule, ...]

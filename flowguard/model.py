@@ -499,7 +499,7 @@ class Decision(Model):
 
     def __hash__(self) -> int:
         complete(self)
-        return super().__hash__()
+        return hash(_decision_values(self.__dict__))
 
     def __repr_args__(self) -> Any:
         complete(self)
@@ -528,9 +528,13 @@ class Decision(Model):
 
     if not TYPE_CHECKING:
         def __getattr__(self, name: str) -> Any:
-            if complete(self):  # a pending decision lacks its fields and pydantic's slots
+            # A pending decision lacks its fields and pydantic's slots. Another thread may
+            # have completed it since this lookup failed: look again either way.
+            complete(self)
+            try:
                 return object.__getattribute__(self, name)
-            return super().__getattr__(name)
+            except AttributeError:
+                return super().__getattr__(name)
 
 
 Completion = tuple[Any, ...]
@@ -543,15 +547,13 @@ _set_dict = BaseModel.__dict__["__dict__"].__set__
 _ALL_DECISION_FIELDS = set(Decision.model_fields)
 
 
-def pending_decision(permit: bool, completion: Completion) -> Decision:
-    """A decision holding its outcome now (permit or deny), and the rest of its fields (and
+def pending_decision(values: dict[str, Any], completion: Completion) -> Decision:
+    """A decision holding `values` (its own dict) now, and the rest of its fields (and
     pydantic's own state) once `completion` has run, which happens before anything else
     reads it. `completion` must be deterministic: it may run in any thread, at any later
-    time."""
+    time. (`vars()` and `__dict__`, which bypass every hook, show only what is built.)"""
     instance = _new(Decision)
-    # Pending decisions share one dict per outcome: `complete` gives each its own dict
-    # before anything can write to it (models are frozen).
-    _set_dict(instance, _PERMIT_PENDING if permit else _DENY_PENDING)
+    _set_dict(instance, values)
     _set_pending(instance, completion)
     return instance
 
@@ -564,7 +566,7 @@ def complete(decision: Decision) -> bool:
         return False
     if completion is None:
         return False
-    _set_dict(decision, {**decision.__dict__, **completion[0](*completion[1:])})
+    decision.__dict__.update(completion[0](*completion[1:]))
     _set(decision, "__pydantic_fields_set__", _ALL_DECISION_FIELDS)
     _set(decision, "__pydantic_extra__", None)
     _set(decision, "__pydantic_private__", None)
@@ -572,6 +574,5 @@ def complete(decision: Decision) -> bool:
     return True
 
 
-_PERMIT_PENDING: dict[str, Any] = {"decision": "permit"}
-_DENY_PENDING: dict[str, Any] = {"decision": "deny"}
+_decision_values = itemgetter(*Decision.model_fields)
 _new = object.__new__

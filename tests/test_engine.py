@@ -372,8 +372,8 @@ def test_a_check_looks_only_at_its_recipients_rules_and_its_subjects_consents(
             rules.append(len(self.permits) + len(self.forbids))
             return stage(self, *args)
 
-        def counting_facts(subject_id: str) -> Any:
-            found = facts(subject_id)
+        def counting_facts(subject_id: str, *rest: Any) -> Any:
+            found = facts(subject_id, *rest)
             consents.append(len(found.consents))
             return found
 
@@ -409,3 +409,94 @@ def test_a_check_looks_only_at_its_recipients_rules_and_its_subjects_consents(
                  for r in noise)
     crowded = policy.model_copy(update={"rules": (*policy.rules, *same)})
     assert reads(Engine(crowded, registry))[0] != small[0]
+
+
+def test_a_check_inside_a_batch_still_reads_the_registry(engine: Engine) -> None:
+    """A batch reads the registry's revision once, for its own flows only: a check made
+    while a batch is under way (here by the batch's own generator, after a withdrawal) reads
+    it again and sees the withdrawal."""
+    k = Consent(id="k", subject="s", given_by="s", given_at=datetime(2026, 1, 1, tzinfo=UTC),
+                recipients=(Selector(organization=("cafe",)),), data=("identity.name",),
+                purposes=("job-matching",))
+    registry = MutableRegistry([k])
+    e = Engine(engine.policy, registry)
+    flow = {**BASE, "subject": "s", "data": "identity.name"}
+    inside: list[Decision] = []
+
+    def flows() -> Any:
+        yield flow
+        registry.replace([k.model_copy(update={"withdrawn_at": datetime(2026, 2, 1,
+                                                                        tzinfo=UTC)})])
+        inside.append(e.check(flow))
+        yield flow
+
+    batch = e.check_many(flows())
+    assert batch[0].permit
+    assert inside[0].reason is ReasonCode.CONSENT_WITHDRAWN
+
+
+class _CaseBlind(str):
+    """A string subclass whose equality ignores case: validation makes it a plain string."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and self.lower() == other.lower()
+
+    def __hash__(self) -> int:
+        return hash(self.lower())
+
+
+def test_a_string_subclass_is_judged_as_the_plain_string_validation_makes_it(
+        engine: Engine) -> None:
+    mapping = {**BASE, "recipient": _CaseBlind(BASE["recipient"].upper())}
+    expected = engine.check(Flow.model_validate(mapping))
+    assert expected.reason is ReasonCode.UNKNOWN_ENTITY
+    for value in (mapping, tuple(mapping[f] for f in Flow.model_fields)):
+        got = engine.check(value)
+        assert got.reason is ReasonCode.UNKNOWN_ENTITY and type(got.flow.recipient) is str
+
+
+def test_pending_decisions_share_nothing_and_hash_by_value(engine: Engine) -> None:
+    flow = {**BASE, "data": "identity.name"}
+    first, second = engine.check(flow), engine.check(flow)
+    vars(first)["decision"] = "deny"  # nobody should, but it must stay with that object
+    object.__setattr__(first, "note", "x")
+    third = engine.check(flow)
+    assert second.permit and third.permit and not hasattr(third, "note")
+    assert third.categories[0].decision == "permit"
+    denied = engine.check({**flow, "subject": "nobody"})
+    values = {hash(d) for d in (second, third, denied)}
+    assert len(values) == 3  # distinct decisions (ids differ), distinct hashes
+
+
+def test_reading_one_pending_decision_from_many_threads(engine: Engine) -> None:
+    import threading
+
+    failures: list[BaseException] = []
+    for _ in range(200):
+        d = engine.check({**BASE, "data": "identity.name", "at": "2020-01-01T00:00:00Z"})
+        start = threading.Barrier(4)
+
+        def read(decision: Decision = d, go: threading.Barrier = start) -> None:
+            go.wait()
+            try:
+                assert decision.flow.subject == BASE["subject"]
+                assert decision.categories[0].remedy is not None
+            except BaseException as exc:
+                failures.append(exc)
+
+        threads = [threading.Thread(target=read) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not failures, failures[:3]
+
+
+def test_the_echoed_time_is_the_instant_decided_at(engine: Engine) -> None:
+    """A flow without `at` is decided at the engine's clock; the decision echoes that very
+    instant (whole microseconds), so re-checking the echoed flow gives the same answer."""
+    for _ in range(50):
+        d = engine.check({k: v for k, v in BASE.items() if k != "at"} | {"data": "identity.name"})
+        assert d.flow.at == d.evaluated_at and d.flow.at is not None
+        again = engine.check(d.flow)
+        assert again.decision == d.decision and again.reason == d.reason

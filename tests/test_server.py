@@ -252,6 +252,34 @@ def test_an_unreadable_registry_denies_never_permits(served: Served, setup: Setu
     assert response.json()["reason"] == "EVALUATION_ERROR"
 
 
+@pytest.mark.parametrize("method", ["_by_consent", "_permitted"])
+def test_a_decision_that_cannot_be_explained_is_served_and_audited_as_an_error(
+        served: Served, setup: Setup, monkeypatch: pytest.MonkeyPatch, method: str) -> None:
+    """The engine explains a decision when it is read; if that breaks, the service answers
+    that flow with EVALUATION_ERROR (never a 500, never a permit) and audits it so."""
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(served.app.state.service.engine, method, broken)
+    if method == "_permitted":  # the permitted flow is the one that fails
+        one = served.post("/v1/check", FLOW, setup.token["kommune"])
+        assert one.status_code == 200
+        assert (one.json()["decision"], one.json()["reason"]) == ("deny", "EVALUATION_ERROR")
+        decisions = [e for e in audit_entries(setup) if e["kind"] == "decision"]
+        assert [d["outcome"] for d in decisions] == ["deny"]
+        return
+    missing = {**FLOW, "subject": "citizen-0609"}
+    one = served.post("/v1/check", missing, setup.token["kommune"])
+    assert one.status_code == 200
+    assert one.json()["decision"] == "deny" and one.json()["reason"] == "EVALUATION_ERROR"
+    batch = served.post("/v1/check/batch", {"flows": [FLOW, missing]}, setup.token["kommune"])
+    assert batch.status_code == 200
+    assert [(d["decision"], d["reason"]) for d in batch.json()["decisions"]] == [
+        ("permit", "PERMITTED"), ("deny", "EVALUATION_ERROR")]
+    decisions = [e for e in audit_entries(setup) if e["kind"] == "decision"]
+    assert [d["outcome"] for d in decisions] == ["deny", "permit", "deny"]
+
+
 # --------------------------------------------------------------------------- consents
 
 

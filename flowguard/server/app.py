@@ -34,9 +34,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from flowguard.audit.entries import access_entry
 from flowguard.audit.trail import AuditTrail, open_audit
 from flowguard.engine import AUDIT_FAILED, Engine
-from flowguard.errors import InputError
+from flowguard.errors import ExplanationError, InputError
 from flowguard.lint import lint
-from flowguard.model import Consent, Decision, Evidence, Flow, Guardianship, Id, Model
+from flowguard.model import (
+    Consent,
+    Decision,
+    Evidence,
+    Flow,
+    Guardianship,
+    Id,
+    Model,
+    complete,
+)
 from flowguard.policy import load_policy
 from flowguard.registry import InMemoryRegistry, Registry
 from flowguard.server.tokens import Scope as TokenScope
@@ -452,10 +461,15 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
             raise HTTPException(403, f"sender `{outside[0]}` is not an actor of organization "
                                      f"`{token.organization}`")
         decisions = engine.check_many(flows)
+        for index, decision in enumerate(decisions):
+            try:  # the engine explains a decision when it is read: read it all now
+                complete(decision)
+            except ExplanationError:  # that flow alone is denied
+                decisions[index] = engine.error_decision(flows[index], datetime.now(UTC))
         if state.trail is not None:
-            entries = state.trail.decision_entries(decisions, engine.policy,
-                                                   engine.registry_revision)
             try:
+                entries = state.trail.decision_entries(decisions, engine.policy,
+                                                       engine.registry_revision)
                 await state.audit(entries)
             except Exception:
                 # a decision that cannot be recorded must not be acted on
