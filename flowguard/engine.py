@@ -462,7 +462,8 @@ class Engine:
         """Decide several flows, evaluated at one instant; equal to `check` one by one.
         A malformed flow raises `FlowError`, and then no decision is returned (or audited).
         `flows` is read once, in order: a generator lets each flow be built just before it
-        is decided, while it is still in the processor's cache."""
+        is decided, while it is still in the processor's cache (the cyclic garbage collector
+        stays paused meanwhile, as for the whole batch)."""
         # Flows and decisions hold no reference cycles: collecting during a batch finds
         # nothing, and each collection it triggers moves the heap closer to a full one.
         with gc_paused():
@@ -477,7 +478,7 @@ class Engine:
                 ready = [self._prepare(f) for f in flows]
                 decisions = [self.error_decision(self._flow_of(p, now), now) for p in ready]
             else:
-                quick, prepare, decide = self._quick, self._prepare, self._decide
+                quick, validated, decide = self._quick, self._validated, self._decide
                 ready, decisions = [], []
                 keep = ready.append if self.audit is not None else None
                 add = decisions.append
@@ -491,7 +492,7 @@ class Engine:
                         except Exception:  # the full validation below says what is wrong
                             p = None
                     if p is None:
-                        p = prepare(f)
+                        p = validated(f)
                     if keep is not None:
                         keep(p)
                     add(decide(p, now, now_ts, True))
@@ -513,6 +514,11 @@ class Engine:
                 quick = None
             if quick is not None:
                 return quick
+        return self._validated(value)
+
+    @staticmethod
+    def _validated(value: FlowInput) -> _Prepared:
+        """The fields of a flow after pydantic's validation (`FlowError` if malformed)."""
         flow = value if isinstance(value, Flow) else as_flow(value)
         at = flow.at
         return (flow.sender, flow.recipient, flow.subject, flow.data, flow.purpose,
