@@ -1040,10 +1040,6 @@ def _with_rules(status: LeafStatus | None, other: LeafStatus | None) -> LeafStat
                    obligations=())
 
 
-def _rules_of(status: LeafStatus | None) -> tuple[str, ...]:
-    return () if status is None else status.rules
-
-
 def _cover_in(leaves: Sequence[str], new: Policy, old: Policy,
               leaf_sets: tuple[dict[str, frozenset[str]], dict[str, frozenset[str]],
                                frozenset[str], frozenset[str]]) -> list[str]:
@@ -1342,12 +1338,6 @@ class _RopaEntry:
     bases: dict[tuple[str, str | None, str | None], set[str]] = field(default_factory=dict)
     sp: set[str] = field(default_factory=set)
     obligations: set[str] = field(default_factory=set)
-
-
-def _ropa_basis(status: LeafStatus) -> tuple[str, str | None, str | None]:
-    if status.outcome == "needs-consent":
-        return ("explicit consent" if status.explicit else "consent", None, None)
-    return (status.basis or "?", status.law, status.art9)
 
 
 def _subjects(policy: Policy) -> tuple[str, ...]:

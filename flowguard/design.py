@@ -138,10 +138,6 @@ class LoadedDesign:
         return self.document.position(path)
 
 
-def is_design_document(data: Any) -> bool:
-    return isinstance(data, dict) and "design" in data
-
-
 def load_design(path: str | Path, policy: Policy | None = None) -> LoadedDesign:
     """Load a design file; `DesignError` naming every structural problem with its position.
     With `policy`, the design's own references (`service`, `citizen_side`, `holds`) are
@@ -434,16 +430,6 @@ class PolicyIndex:
     def purposes_of(self, rule_id: str) -> frozenset[str] | None:
         """The flow purposes a permit rule covers (None: every purpose)."""
         return self.compiled[rule_id].purposes
-
-
-def selector_matches(policy: Policy, selector: Selector, actor_id: str) -> bool:
-    actor = policy.actors[actor_id]
-    org = policy.organizations[actor.organization]
-    return ((selector.actor is None or actor_id in selector.actor)
-            and (selector.organization is None or actor.organization in selector.organization)
-            and (selector.kind is None or org.kind in selector.kind)
-            and (selector.sector is None or org.sector in selector.sector)
-            and (selector.role is None or actor.role in selector.role))
 
 
 # --------------------------------------------------------------------------- who may consent
