@@ -118,8 +118,8 @@ class _FrozenRevision:
     def revision(self) -> int:
         return self._revision
 
-    def records_of(self, subject_id: str) -> SubjectRecords:
-        return self._store.records_of(subject_id)
+    def records_of(self, subject_id: str, revision: int | None = None) -> SubjectRecords:
+        return self._store.records_of(subject_id)  # the newest records, as that engine read
 
     def changed_since(self, revision: int) -> Collection[str] | None:
         return self._store.changed_since(revision)
