@@ -452,9 +452,10 @@ def _sample_flows(rng: random.Random, subjects: list[str], per_subject: int
 
 
 def _comparable(decision: Any) -> str:
-    return json.dumps(decision.model_dump(mode="json", exclude={"decision_id",
-                                                                "evaluated_at"}),
-                      sort_keys=True)
+    """A decision without what differs between registries and runs (an in-memory registry
+    is at revision 0)."""
+    return json.dumps(decision.model_dump(mode="json", exclude={
+        "decision_id", "evaluated_at", "registry_revision"}), sort_keys=True)
 
 
 def _records_key(records: SubjectRecords) -> tuple[Any, ...]:
