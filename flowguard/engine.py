@@ -333,11 +333,13 @@ class Engine:
                 tuple(permits.get((recipient, leaf), ())),
                 tuple(forbids.get((recipient, leaf), ())))
 
-    def _subject_facts(self, subject_id: str, revision: int) -> _SubjectFacts:
+    def _subject_facts(self, subject_id: str, revision: int | None = None) -> _SubjectFacts:
         """The subject's compiled facts for a check that read the registry's `revision`
-        (and synced the cache to it): the cached ones, else its records read up to
-        `revision`. Those are cached only if the cache is still at `revision` (else another
-        thread has moved it on, and the subject may have changed since)."""
+        (and synced the cache to it; None: read it now): the cached ones, else its records
+        read up to `revision`. Those are cached only if the cache is still at `revision`
+        (else another thread has moved it on, and the subject may have changed since)."""
+        if revision is None:
+            revision = self._sync_registry()
         facts = self._facts.get(subject_id)
         if facts is not None:
             return facts
@@ -669,23 +671,22 @@ class Engine:
                     return self._evaluate_flow(self._flow_of(p, at), at, t, revision)
                 c = leaves[0]
             code, a, b = self._judge(c, p, t, revision)
-            if b is not None and b.revision > revision:  # facts cached by a newer check
-                revision = b.revision
             # The decision is taken; the rest of it (its id's number reserved now) is built
             # when read, from compiled rules and facts whose invariants make it total.
             return pending_decision(
-                {"decision": "permit" if code is _PERMITTED else "deny",
-                 "registry_revision": revision},
-                (self._rest_of, now, now_ts, c, t, next(self._ids), code, a, b, p))
+                {"decision": "permit" if code is _PERMITTED else "deny"},
+                (self._rest_of, now, now_ts, c, t, next(self._ids), code, a, b, p, revision))
         except Exception as exc:  # fail closed, and name no citizen in the log
             log.error("evaluation error (%s); the flow is denied", type(exc).__name__)
             at = _instant(now, now_ts)
             return self.error_decision(self._flow_of(p, at), at)
 
     def _rest(self, now: datetime | None, now_ts: float, c: str, t: float, number: int,
-              code: ReasonCode, a: Any, b: Any, p: _Prepared) -> dict[str, Any]:
-        """The fields `_decide` left out of a decision: its reason, the echoed flow and the
-        category's explanation, from the very rules and facts it was decided on."""
+              code: ReasonCode, a: Any, b: Any, p: _Prepared, revision: int) -> dict[str, Any]:
+        """The fields `_decide` left out of a decision: its reason, the echoed flow, the
+        category's explanation, from the very rules and facts it was decided on, and the
+        registry revision of those facts (`b`, a consent or the subject's facts, when
+        consent was looked at) if a newer check cached them after `revision` was read."""
         decision_id = self._id_prefix + str(number)
         judgement = (code, a, b)
         rule = a
@@ -704,7 +705,9 @@ class Engine:
                 "permitted": (c,) if permitted else (),
                 "obligations": rule.obligations if permitted else (),
                 "policy_digest": self.policy_digest, "decision_id": decision_id,
-                "evaluated_at": at}
+                "evaluated_at": at,
+                "registry_revision": revision if b is None or b.revision <= revision
+                else b.revision}
 
     def _next_id(self) -> str:
         return self._id_prefix + str(next(self._ids))
