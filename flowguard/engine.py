@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import re
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -127,6 +128,7 @@ class _CompiledConsent:
     # `valid_until` with no further question (otherwise `valid_from` is infinite)
     valid_from: float
     valid_until: float
+    revision: int  # the registry revision its records were read at (as its facts')
     # the last permit this consent gave, as (leaf, rule, its decision): one slot suffices
     # for a consent used by one rule for one leaf, the common case
     last_permit: tuple[str, _CompiledRule, CategoryDecision] | None = None
@@ -151,6 +153,7 @@ class _SubjectFacts:
     consent_from: float  # the subject's own consent counts from this time
     adult_from: float  # a parental guardianship ends at this time
     consent_age: int | None
+    revision: int = 0  # the registry revision the records were read at
 
     def candidates(self, leaf: str) -> tuple[_CompiledConsent, ...]:
         return self.consents if self.by_leaf is None else self.by_leaf.get(leaf, ())
@@ -210,8 +213,15 @@ NO_PERMIT_RULE: (None, None); a consent code: (the applicable permits, the subje
 
 
 class Engine:
-    """Decides flows against one policy and one registry. Thread-compatible, not thread-safe
-    for concurrent registry revisions (each check reads the revision once)."""
+    """Decides flows against one policy and one registry. Thread-safe: `check` and
+    `check_many` may run in many threads at once, on one engine.
+
+    Each check (a batch: once) reads the registry's revision R; a subject's records are
+    read up to a revision, and its compiled facts are kept with the revision they were read
+    at. Facts enter the cache only when they were read at the revision the cache is synced
+    to (compare-and-set under a lock taken only to sync or store, never per decision), so
+    older facts never replace newer ones. Every decision reports in `registry_revision` a
+    revision at or after R at which the records it used are exactly the registry's."""
 
     def __init__(self, policy: Policy, registry: Registry | None = None, *,
                  audit: AuditTrail | None = None, preload: bool = False) -> None:
@@ -231,6 +241,9 @@ class Engine:
         self._selector_cache: dict[Selector, frozenset[str]] = {}
         self._leaves_cache: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self._facts: dict[str, _SubjectFacts] = {}
+        # held only to move `_facts_revision` on or to store facts in `_facts`: every
+        # cached fact is the registry's at `_facts_revision` (read without the lock)
+        self._facts_lock = threading.Lock()
         # consents name few distinct recipient, data and purpose lists: share their sets
         self._actor_sets: dict[tuple[Selector, ...], frozenset[str]] = {}
         self._actor_sets_by_identity: dict[int, tuple[tuple[Selector, ...],
@@ -256,7 +269,7 @@ class Engine:
         if preload and isinstance(self.registry, InMemoryRegistry):
             with gc_paused():
                 for subject_id in self.registry.subject_ids():
-                    self._subject_facts(subject_id, synced=True)
+                    self._subject_facts(subject_id, 0)
         if audit is not None:
             audit.record_policy(policy)  # the activation, with the policy text kept
 
@@ -320,29 +333,39 @@ class Engine:
                 tuple(permits.get((recipient, leaf), ())),
                 tuple(forbids.get((recipient, leaf), ())))
 
-    def _subject_facts(self, subject_id: str, synced: bool = False) -> _SubjectFacts:
-        """The subject's compiled facts, after reading the registry's revision unless the
-        caller has (`synced`: once for a whole batch)."""
-        if not synced:
-            self._sync_registry()
+    def _subject_facts(self, subject_id: str, revision: int | None = None) -> _SubjectFacts:
+        """The subject's compiled facts for a check that read the registry's `revision`
+        (and synced the cache to it; None: read it now): the cached ones, else its records
+        read up to `revision`. Those are cached only if the cache is still at `revision`
+        (else another thread has moved it on, and the subject may have changed since)."""
+        if revision is None:
+            revision = self._sync_registry()
         facts = self._facts.get(subject_id)
-        if facts is None:
-            facts = self._compile_subject(subject_id)
-            if facts is not self._unknown_subject:  # unknown ids must not grow the cache
-                self._facts[subject_id] = facts
+        if facts is not None:
+            return facts
+        facts = self._compile_subject(subject_id, revision)
+        if facts is not self._unknown_subject:  # unknown ids must not grow the cache
+            with self._facts_lock:
+                if revision == self._facts_revision and subject_id not in self._facts:
+                    self._facts[subject_id] = facts
         return facts
 
-    def _sync_registry(self) -> None:
-        """Read the registry's revision (one cheap query on a database) and drop the facts
-        of subjects changed since: a change committed anywhere is seen by the next check."""
-        revision = self.registry.revision
-        if revision != self._facts_revision:
-            self._forget_changes()
-            self._facts_revision = revision
+    def _sync_registry(self) -> int:
+        """Read the registry's revision (one cheap query on a database), drop the facts of
+        subjects changed since the cache's revision and move the cache on to it: a change
+        committed anywhere is seen by the next check. Returns the revision read."""
+        revision: int = self.registry.revision
+        if revision > self._facts_revision:
+            with self._facts_lock:
+                if revision > self._facts_revision:  # no other thread got there first
+                    self._forget_changes()
+                    self._facts_revision = revision
+        return revision
 
     def _forget_changes(self) -> None:
-        """Drop the compiled facts of subjects whose records changed since they were read.
-        (The memo holds only values determined by their keys, so it stays valid.)"""
+        """Drop the compiled facts of subjects whose records changed since the cache's
+        revision (with `_facts_lock` held). The memo holds only values determined by their
+        keys, so it stays valid."""
         changed = self.registry.changed_since(self._facts_revision)
         if changed is None or len(changed) * 4 > len(self._facts):
             self._facts.clear()
@@ -350,8 +373,10 @@ class Engine:
         for subject_id in changed:
             self._facts.pop(subject_id, None)
 
-    def _compile_subject(self, subject_id: str) -> _SubjectFacts:
-        subject, consents, guardianship_records = self.registry.records_of(subject_id)
+    def _compile_subject(self, subject_id: str, revision: int) -> _SubjectFacts:
+        """The subject's facts from its records as of `revision`."""
+        subject, consents, guardianship_records = self.registry.records_of(subject_id,
+                                                                           revision)
         if subject is None and not consents:
             return self._unknown_subject
         consent_from, adult_from, consent_age = self._ages(subject)
@@ -406,7 +431,7 @@ class Engine:
                 subprocesses, f["explicit"],
                 tuple(g for g in guardianships if g.guardian == given_by)
                 if guardianships else (),
-                valid_from, valid_until))
+                valid_from, valid_until, revision))
         if len(compiled) > 1:
             compiled.sort(key=_by_id)
         by_leaf: dict[str, tuple[_CompiledConsent, ...]] | None = None
@@ -417,7 +442,7 @@ class Engine:
                     index.setdefault(leaf, []).append(c)
             by_leaf = {leaf: tuple(v) for leaf, v in index.items()}
         return _SubjectFacts(tuple(compiled), by_leaf, guardianships, consent_from, adult_from,
-                             consent_age)
+                             consent_age, revision)
 
     def _ages(self, subject: Subject | None) -> tuple[float, float, int | None]:
         """(own consent counts from, parental guardianship ends at, consent age)."""
@@ -453,9 +478,9 @@ class Engine:
         prepared = self._prepare(flow)
         if self.audit is None:  # the evaluation time becomes a datetime when it is read
             # whole microseconds: the datetime made from it when read is this very instant
-            return self._decide(prepared, None, (time.time_ns() // 1000) / 1_000_000, False)
+            return self._decide(prepared, None, (time.time_ns() // 1000) / 1_000_000, None)
         now = datetime.now(UTC)
-        return self._audited([self._decide(prepared, now, now.timestamp(), False)], [prepared],
+        return self._audited([self._decide(prepared, now, now.timestamp(), None)], [prepared],
                              now)[0]
 
     def check_many(self, flows: Iterable[FlowInput]) -> list[Decision]:
@@ -471,7 +496,7 @@ class Engine:
             now_ts = now.timestamp()
             # the batch is decided at one instant, so against one revision of the registry
             try:
-                self._sync_registry()
+                revision = self._sync_registry()
             except Exception as exc:  # an unreachable registry: fail closed
                 log.error("registry unavailable (%s); the flows are denied",
                           type(exc).__name__)
@@ -495,7 +520,7 @@ class Engine:
                         p = validated(f)
                     if keep is not None:
                         keep(p)
-                    add(decide(p, now, now_ts, True))
+                    add(decide(p, now, now_ts, revision))
         if self.audit is not None:
             return self._audited(decisions, ready, now)
         return decisions
@@ -621,15 +646,18 @@ class Engine:
     # ------------------------------------------------------------------ evaluation
 
     def _decide(self, p: _Prepared, now: datetime | None, now_ts: float,
-                synced: bool) -> Decision:
+                revision: int | None) -> Decision:
         """Decide prepared fields at `now` (None: `now_ts`, made a datetime when read);
-        `synced`: the registry's revision has been read for this batch.
+        `revision`: the registry's revision read (and the cache synced to it) for this
+        batch, or None to read it now.
 
         The common case, one leaf category and known ids, is decided here on the fields
         (any error denies); its explanation and echoed flow are left to be built, from the
         very rules and facts decided on, when it is read. Anything else goes to
         `_evaluate_flow`."""
         try:
+            if revision is None:
+                revision = 0 if self._fixed_registry else self._sync_registry()
             t, c = p[6], p[9]
             if t is None:
                 t = now_ts
@@ -640,23 +668,25 @@ class Engine:
                         or recipient not in self._actors or purpose not in self._purpose_ids
                         or subprocess not in self._subprocess_ids):
                     at = _instant(now, now_ts)
-                    return self._evaluate_flow(self._flow_of(p, at), at, t, synced)
+                    return self._evaluate_flow(self._flow_of(p, at), at, t, revision)
                 c = leaves[0]
-            code, a, b = self._judge(c, p, t, synced)
+            code, a, b = self._judge(c, p, t, revision)
             # The decision is taken; the rest of it (its id's number reserved now) is built
             # when read, from compiled rules and facts whose invariants make it total.
             return pending_decision(
                 {"decision": "permit" if code is _PERMITTED else "deny"},
-                (self._rest_of, now, now_ts, c, t, next(self._ids), code, a, b, p))
+                (self._rest_of, now, now_ts, c, t, next(self._ids), code, a, b, p, revision))
         except Exception as exc:  # fail closed, and name no citizen in the log
             log.error("evaluation error (%s); the flow is denied", type(exc).__name__)
             at = _instant(now, now_ts)
             return self.error_decision(self._flow_of(p, at), at)
 
     def _rest(self, now: datetime | None, now_ts: float, c: str, t: float, number: int,
-              code: ReasonCode, a: Any, b: Any, p: _Prepared) -> dict[str, Any]:
-        """The fields `_decide` left out of a decision: its reason, the echoed flow and the
-        category's explanation, from the very rules and facts it was decided on."""
+              code: ReasonCode, a: Any, b: Any, p: _Prepared, revision: int) -> dict[str, Any]:
+        """The fields `_decide` left out of a decision: its reason, the echoed flow, the
+        category's explanation, from the very rules and facts it was decided on, and the
+        registry revision of those facts (`b`, a consent or the subject's facts, when
+        consent was looked at) if a newer check cached them after `revision` was read."""
         decision_id = self._id_prefix + str(number)
         judgement = (code, a, b)
         rule = a
@@ -675,7 +705,9 @@ class Engine:
                 "permitted": (c,) if permitted else (),
                 "obligations": rule.obligations if permitted else (),
                 "policy_digest": self.policy_digest, "decision_id": decision_id,
-                "evaluated_at": at}
+                "evaluated_at": at,
+                "registry_revision": revision if b is None or b.revision <= revision
+                else b.revision}
 
     def _next_id(self) -> str:
         return self._id_prefix + str(next(self._ids))
@@ -692,11 +724,14 @@ class Engine:
             self._leaves_cache[data] = cached
         return cached
 
-    def _judge(self, c: str, p: _Prepared, t: float, synced: bool) -> Judgement:
+    def _judge(self, c: str, p: _Prepared, t: float, revision: int,
+               pinned: list[_SubjectFacts] | None = None) -> Judgement:
         """Steps 2-6 of SPEC §5 for one leaf of a flow of known ids, without explanation:
         a forbid overrides; then a permit rule must apply; one on a basis other than
         consent suffices; otherwise the smallest-id valid consent of the subject, or the
-        highest-precedence reason none counts."""
+        highest-precedence reason none counts. `revision`: the registry revision read for
+        this check; `pinned` holds the subject's facts once read, so that every leaf of a
+        flow is decided on the same facts."""
         recipient, purpose, subprocess = p[1], p[4], p[5]
         rules = self._rules.get(recipient, _NO_RULES).get(c)
         if rules is None:
@@ -714,12 +749,15 @@ class Engine:
         if stage[0] is not _CONSENT_NEEDED:
             return stage
         permits: tuple[_CompiledRule, ...] = stage[1]
-        # the registry's revision is read once per check (a batch: once), unless it is one
-        # that never changes
-        subject = p[2]
-        facts = self._facts.get(subject) if synced or self._fixed_registry else None
-        if facts is None:
-            facts = self._subject_facts(subject, synced)
+        # the registry's revision has been read once per check (a batch: once), unless it
+        # is one that never changes
+        if pinned:
+            facts = pinned[0]
+        else:
+            subject = p[2]
+            facts = self._facts.get(subject) or self._subject_facts(subject, revision)
+            if pinned is not None:
+                pinned.append(facts)
         special = c in self._special
         first_failure = _CONSENT_MISSING  # ranks below every failure
         for k in facts.consents if facts.by_leaf is None else facts.by_leaf.get(c, ()):
@@ -748,12 +786,18 @@ class Engine:
             return self._no_rule(c, flow.recipient, flow.purpose, flow.subprocess)
         return self._by_consent(c, a, b, flow, t)
 
-    def _leaf(self, c: str, flow: Flow, t: float, synced: bool) -> CategoryDecision:
+    def _leaf(self, c: str, flow: Flow, t: float, revision: int,
+              pinned: list[_SubjectFacts]) -> CategoryDecision:
         fields = (flow.sender, flow.recipient, flow.subject, flow.data, flow.purpose,
                   flow.subprocess, t, flow.at, flow, c)
-        return self._category(c, self._judge(c, fields, t, synced), flow, t)
+        return self._category(c, self._judge(c, fields, t, revision, pinned), flow, t)
 
-    def _evaluate_flow(self, flow: Flow, now: datetime, t: float, synced: bool) -> Decision:
+    @staticmethod
+    def _revision_used(revision: int, pinned: list[_SubjectFacts]) -> int:
+        """The revision a flow decided at `revision` on the `pinned` facts reports."""
+        return max(revision, pinned[0].revision) if pinned else revision
+
+    def _evaluate_flow(self, flow: Flow, now: datetime, t: float, revision: int) -> Decision:
         """Any flow, every category decided and explained at once."""
         if flow.at is None:
             flow = construct(Flow, {**flow.__dict__, "at": now})
@@ -763,12 +807,13 @@ class Engine:
         purpose, subprocess = flow.purpose, flow.subprocess
         if (expanded[1] or sender not in self._actors or recipient not in self._actors
                 or purpose not in self._purpose_ids or subprocess not in self._subprocess_ids):
-            return self._unknown_decision(flow, leaves, expanded[1], now, synced)
-        return self._combine(flow, tuple(self._leaf(c, flow, t, synced) for c in leaves),
-                             now)
+            return self._unknown_decision(flow, leaves, expanded[1], now, revision)
+        pinned: list[_SubjectFacts] = []
+        results = tuple([self._leaf(c, flow, t, revision, pinned) for c in leaves])
+        return self._combine(flow, results, now, self._revision_used(revision, pinned))
 
     def _combine(self, flow: Flow, results: tuple[CategoryDecision, ...],
-                 now: datetime) -> Decision:
+                 now: datetime, revision: int) -> Decision:
         """A flow is permitted only when every category is; leaves come sorted."""
         permitted = tuple(r.category for r in results if r.decision == "permit")
         if len(permitted) == len(results):
@@ -777,25 +822,26 @@ class Engine:
                 "categories": results, "permitted": permitted,
                 "obligations": tuple(sorted({o for r in results for o in r.obligations})),
                 "policy_digest": self.policy_digest, "decision_id": self._next_id(),
-                "evaluated_at": now})
+                "evaluated_at": now, "registry_revision": revision})
         primary = min((r.reasons[0].code for r in results if r.decision == "deny"),
                       key=PRECEDENCE_RANK.__getitem__)
         return construct(Decision, {
             "decision": "deny", "reason": primary, "flow": flow, "categories": results,
             "permitted": permitted, "obligations": (), "policy_digest": self.policy_digest,
-            "decision_id": self._next_id(), "evaluated_at": now})
+            "decision_id": self._next_id(), "evaluated_at": now, "registry_revision": revision})
 
     def _unknown_decision(self, flow: Flow, leaves: tuple[str, ...],
                           unknown_categories: tuple[str, ...], now: datetime,
-                          synced: bool) -> Decision:
+                          revision: int) -> Decision:
         problems = self._unknown_entities(flow)
         results: list[CategoryDecision]
+        pinned: list[_SubjectFacts] = []
         if problems:
             reason = _unknown_reason("; ".join(problems))
             results = [_denied(c, (reason,), _FIX_REQUEST) for c in leaves]
         else:
             t = now.timestamp() if flow.at is None else flow.at.timestamp()
-            results = [self._leaf(c, flow, t, synced) for c in leaves]
+            results = [self._leaf(c, flow, t, revision, pinned) for c in leaves]
         for c in unknown_categories:
             message = f"unknown data category `{c}`"
             hint = closest(c, self._categories.ids)
@@ -804,7 +850,7 @@ class Engine:
             results.append(_denied(c, (_unknown_reason("; ".join([*problems, message])),),
                                    _FIX_REQUEST))
         results.sort(key=lambda r: r.category)
-        return self._combine(flow, tuple(results), now)
+        return self._combine(flow, tuple(results), now, self._revision_used(revision, pinned))
 
     def _unknown_entities(self, flow: Flow) -> list[str]:
         problems = []
@@ -949,7 +995,7 @@ class Engine:
         return Decision(decision="deny", reason=_EVALUATION_ERROR, flow=flow,
                         categories=categories, permitted=(), obligations=(),
                         policy_digest=self.policy_digest, decision_id=self._next_id(),
-                        evaluated_at=now)
+                        evaluated_at=now, registry_revision=None)
 
 
 AUDIT_FAILED = "the decision could not be recorded in the audit log; denied (fail closed)"

@@ -465,6 +465,9 @@ class Decision(Model):
     policy_digest: str
     decision_id: str
     evaluated_at: datetime
+    registry_revision: int | None = None
+    """The registry revision whose records the decision used: the subject's records at that
+    revision are exactly what it was decided on (None: an evaluation error, no records used)."""
 
     @property
     def permit(self) -> bool:

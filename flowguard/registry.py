@@ -46,13 +46,15 @@ class Registry(Protocol):
 
     @property
     def revision(self) -> int:
-        """Grows whenever any record changes; the engine drops cached facts on change.
-        Reading it is cheap enough to do before every check."""
+        """Grows whenever any record changes (never goes back); the engine drops cached
+        facts on change. Reading it is cheap enough to do before every check."""
         ...
 
-    def records_of(self, subject_id: str) -> SubjectRecords:
-        """The subject's current records, consistent with (at least) `revision` as read
-        before the call."""
+    def records_of(self, subject_id: str, revision: int | None = None) -> SubjectRecords:
+        """The subject's records as they were at `revision` (a value `revision` returned
+        earlier; None: the current records). The engine reads the revision, then the
+        records up to it, so that the facts it decides on are those of one revision,
+        whatever was committed meanwhile."""
         ...
 
     def changed_since(self, revision: int) -> Collection[str] | None:
@@ -81,7 +83,8 @@ class InMemoryRegistry:
     def revision(self) -> int:
         return 0
 
-    def records_of(self, subject_id: str) -> SubjectRecords:
+    def records_of(self, subject_id: str, revision: int | None = None) -> SubjectRecords:
+        # one revision only (a subclass whose records change must honour `revision`)
         subject = self._subjects.get(subject_id)
         consents = self._consents.get(subject_id, ())
         guardianships = self._guardianships.get(subject_id, ())

@@ -118,8 +118,8 @@ class _FrozenRevision:
     def revision(self) -> int:
         return self._revision
 
-    def records_of(self, subject_id: str) -> SubjectRecords:
-        return self._store.records_of(subject_id)
+    def records_of(self, subject_id: str, revision: int | None = None) -> SubjectRecords:
+        return self._store.records_of(subject_id)  # the newest records, as that engine read
 
     def changed_since(self, revision: int) -> Collection[str] | None:
         return self._store.changed_since(revision)
@@ -452,9 +452,10 @@ def _sample_flows(rng: random.Random, subjects: list[str], per_subject: int
 
 
 def _comparable(decision: Any) -> str:
-    return json.dumps(decision.model_dump(mode="json", exclude={"decision_id",
-                                                                "evaluated_at"}),
-                      sort_keys=True)
+    """A decision without what differs between registries and runs (an in-memory registry
+    is at revision 0)."""
+    return json.dumps(decision.model_dump(mode="json", exclude={
+        "decision_id", "evaluated_at", "registry_revision"}), sort_keys=True)
 
 
 def _records_key(records: SubjectRecords) -> tuple[Any, ...]:

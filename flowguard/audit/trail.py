@@ -42,9 +42,13 @@ class AuditTrail:
 
     def decision_entries(self, decisions: Sequence[Decision], policy: Policy,
                          registry_revision: int | None) -> list[dict[str, Any]]:
+        """The entries of `decisions`, each with the registry revision it was decided at
+        (`registry_revision` for a decision that names none: an evaluation error)."""
         actors = policy.actors
         return [
-            decision_entry(d, self.pseudonym, registry_revision=registry_revision,
+            decision_entry(d, self.pseudonym,
+                           registry_revision=registry_revision if d.registry_revision is None
+                           else d.registry_revision,
                            organization=actors[d.flow.recipient].organization
                            if d.flow.recipient in actors else "")
             for d in decisions]

@@ -151,6 +151,10 @@ def _pg(sql: str) -> str:
     return converted
 
 
+DEFAULT_CONNECT_TIMEOUT_S = 5
+"""How long a PostgreSQL connection may take, unless the URL says (`connect_timeout`)."""
+
+
 class PostgresDatabase(Database):
     dialect: Dialect = "postgresql"
 
@@ -163,10 +167,19 @@ class PostgresDatabase(Database):
             raise store_error(url, "PostgreSQL support needs psycopg 3 and psycopg-pool") \
                 from None
         self._errors: tuple[type[BaseException], ...] = (psycopg.Error,)
+        options, timeout = _connect_options(url)
+        # One connection first, so that an unreachable server or a missing database is
+        # reported at once with its cause (the pool would retry, warn, and say only that
+        # it is incomplete).
+        try:
+            psycopg.connect(url, **options).close()
+        except Exception as exc:
+            raise store_error(url, "cannot connect to PostgreSQL: "
+                              f"{_connect_cause(exc, timeout)}") from None
         try:
             self._pool = ConnectionPool(url, min_size=1, max_size=max_connections,
-                                        kwargs={"autocommit": True}, open=False)
-            self._pool.open(wait=True, timeout=10.0)
+                                        kwargs=options, open=False)
+            self._pool.open(wait=True, timeout=timeout)
         except Exception as exc:  # psycopg_pool raises PoolTimeout and others
             raise store_error(url, f"cannot connect to PostgreSQL: {_first_line(exc)}") \
                 from None
@@ -188,6 +201,42 @@ class PostgresDatabase(Database):
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def _connect_options(url: str) -> tuple[dict[str, Any], float]:
+    """The options every connection to `url` gets, and its connect timeout in seconds: the
+    URL's `connect_timeout` as libpq reads it, else `DEFAULT_CONNECT_TIMEOUT_S`."""
+    from psycopg.conninfo import conninfo_to_dict, timeout_from_conninfo
+
+    options: dict[str, Any] = {"autocommit": True}
+    try:
+        params = conninfo_to_dict(url)
+    except Exception as exc:
+        raise store_error(url, f"invalid PostgreSQL URL: {_first_line(exc)}",
+                          hint="write postgresql://user@host:port/database") from None
+    if params.get("connect_timeout") is None:
+        options["connect_timeout"] = DEFAULT_CONNECT_TIMEOUT_S
+        params["connect_timeout"] = DEFAULT_CONNECT_TIMEOUT_S
+    try:
+        timeout = float(timeout_from_conninfo(params))
+    except Exception as exc:
+        raise store_error(url, f"invalid PostgreSQL URL: {_first_line(exc)}",
+                          hint="connect_timeout is a whole number of seconds") from None
+    return options, timeout
+
+
+def _connect_cause(exc: BaseException, timeout: float) -> str:
+    """Why a connection failed, in libpq's words without its framing: `connection refused`,
+    `database "x" does not exist`, `password authentication failed for user "u"`."""
+    line = _first_line(exc)
+    if type(exc).__name__ == "ConnectionTimeout" or "timeout expired" in line:
+        return (f"no answer within {timeout:g} s (the connect timeout; set "
+                "connect_timeout=SECONDS in the URL to change it)")
+    cause = line.rsplit(" failed: ", 1)[-1].strip()
+    for prefix in ("FATAL:", "ERROR:"):
+        cause = cause.removeprefix(prefix).strip()
+    cause = " ".join(cause.split())
+    return cause[:1].lower() + cause[1:] if cause else type(exc).__name__
 
 
 def connect(url: str) -> Database:

@@ -138,8 +138,8 @@ class RegistryStore:
         row = self.db.read_one("SELECT revision FROM registry_head WHERE id = 1")
         return int(row[0]) if row else 0
 
-    def records_of(self, subject_id: str) -> SubjectRecords:
-        state = self.state_of(subject_id)
+    def records_of(self, subject_id: str, revision: int | None = None) -> SubjectRecords:
+        state = self.state_of(subject_id, revision)
         if state.subject is None and not state.consents and not state.guardianships:
             return NO_RECORDS
         return state.records()
@@ -166,13 +166,18 @@ class RegistryStore:
         """A read-only view of the registry after event `revision`."""
         return RegistryStore(self.db, self.policy, pinned=revision)
 
-    def _upto(self) -> int:
-        return self._pinned if self._pinned is not None else 2**62
+    def _upto(self, revision: int | None = None) -> int:
+        """The last event a read may see: the view's pinned revision, and `revision`."""
+        upto = self._pinned if self._pinned is not None else 2**62
+        return upto if revision is None else min(upto, revision)
 
-    def state_of(self, subject_id: str) -> SubjectState:
+    def state_of(self, subject_id: str, revision: int | None = None) -> SubjectState:
+        """The subject's state after its events up to `revision` (None: all of them).
+        Events are numbered in commit order, so the events up to a revision read from the
+        head are exactly the registry at that revision."""
         rows = self.db.read(
             "SELECT kind, subject, record, body FROM registry_events "
-            "WHERE subject = ? AND seq <= ? ORDER BY seq", (subject_id, self._upto()))
+            "WHERE subject = ? AND seq <= ? ORDER BY seq", (subject_id, self._upto(revision)))
         return replay(rows).get(subject_id, SubjectState())
 
     def subject_of(self, record_id: str, kind: str) -> str | None:
