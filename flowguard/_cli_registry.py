@@ -16,8 +16,17 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 from rich.table import Table
 
-from flowguard._cli_common import audit_options, fail_input, open_trail, out
+from flowguard._cli_common import (
+    audit_options,
+    close_trail,
+    fail_input,
+    open_trail,
+    out,
+    report_pending,
+    report_reconciled,
+)
 from flowguard._source import SourceError, load_documents
+from flowguard.audit.outbox import AuditPendingError
 from flowguard.errors import Diagnostic, InputError, RegistryError
 from flowguard.model import Bound, Consent, Evidence, Guardianship, Policy
 from flowguard.policy import load_policy
@@ -99,13 +108,15 @@ def _store(url: str, policy_path: str | None = None,
         store = open_store(url, policy, audit=open_trail(*audit))
     except InputError as exc:
         fail_input(exc)
+    report_reconciled(store)
     try:
         yield store
     except InputError as exc:
         fail_input(exc)
+    except AuditPendingError as exc:  # the change stands: say so, and what to run
+        report_pending(exc)
     finally:
-        if store.audit is not None:
-            store.audit.close()
+        close_trail(store.audit)
         store.close()
 
 
