@@ -130,6 +130,12 @@ def init_audit(db: Database) -> list[Migration]:
     return applied + migrate(db, STATE_COMPONENT, STATE_MIGRATIONS)
 
 
+def is_current(db: Database) -> bool:
+    """Whether the log's schema is this version's (then opening it needs no migration)."""
+    return (schema_version(db, COMPONENT) == MIGRATIONS[-1].version
+            and schema_version(db, STATE_COMPONENT) == STATE_MIGRATIONS[-1].version)
+
+
 def has_state(db: Database) -> bool:
     """Whether the log keeps settings and registry cursors (a writer of this version has
     opened it)."""

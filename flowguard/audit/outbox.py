@@ -166,6 +166,16 @@ class RegistryOutbox:
         registry events already (written before cursors were kept) takes the ones it lacks
         from its first such event on; otherwise it starts at `joined_at`."""
         self.log.lock_head(cursor)
+        if history:
+            cursor.execute("SELECT count(*) FROM audit_registry_cursors WHERE registry <> ?",
+                           (self.identity,))
+            others = cursor.fetchone()
+            if others is not None and int(others[0]):
+                raise StoreError([Diagnostic(
+                    "the log audits another registry too, and its entries do not say which "
+                    "registry they come from: --history cannot tell what this one lacks",
+                    redact_url(self.log.url), code="history",
+                    hint="reconcile without --history")])
         cursor.execute("SELECT seq FROM audit_registry_cursors WHERE registry = ?",
                        (self.identity,))
         row = cursor.fetchone()

@@ -17,7 +17,14 @@ from flowguard.audit.entries import (
     read_secret,
     registry_entry,
 )
-from flowguard.audit.log import AppendResult, AuditError, AuditLog, has_state, init_audit
+from flowguard.audit.log import (
+    AppendResult,
+    AuditError,
+    AuditLog,
+    has_state,
+    init_audit,
+    is_current,
+)
 from flowguard.audit.note import KeyFormatError, Signer
 from flowguard.errors import Diagnostic
 from flowguard.model import Decision, Policy
@@ -100,7 +107,7 @@ def open_audit_log(url: str, *, log_key: str | Path | None = None,
     """The audit log at `url` (created or migrated first when `create`)."""
     db: Database = connect(url)
     try:
-        if create:
+        if create and not is_current(db):  # no write lock taken when there is nothing to do
             init_audit(db)
         signer = load_signer(log_key) if log_key is not None else None
         return AuditLog(db, signer=signer, checkpoint_every=checkpoint_every,
