@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -104,14 +105,19 @@ def load_signer(path: str | Path) -> Signer:
 def open_audit_log(url: str, *, log_key: str | Path | None = None,
                    checkpoint_every: int = 1000,
                    checkpoint_seconds: float = 60.0, create: bool = True) -> AuditLog:
-    """The audit log at `url` (created or migrated first when `create`)."""
+    """The audit log at `url` (created or migrated first when `create`). A log key named
+    other than the log's origin is refused (`AuditError` naming the key file)."""
+    signer = load_signer(log_key) if log_key is not None else None
     db: Database = connect(url)
     try:
         if create and not is_current(db):  # no write lock taken when there is nothing to do
             init_audit(db)
-        signer = load_signer(log_key) if log_key is not None else None
-        return AuditLog(db, signer=signer, checkpoint_every=checkpoint_every,
-                        checkpoint_seconds=checkpoint_seconds)
+        try:
+            return AuditLog(db, signer=signer, checkpoint_every=checkpoint_every,
+                            checkpoint_seconds=checkpoint_seconds)
+        except AuditError as exc:
+            raise AuditError([replace(d, file=str(log_key)) for d in exc.diagnostics]) \
+                from None
     except Exception:
         db.close()
         raise
