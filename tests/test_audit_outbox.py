@@ -277,6 +277,44 @@ def test_server_start_appends_what_the_log_lacks(setup: Setup,
     setup.assert_exactly_once()
 
 
+def test_the_http_service_says_a_change_stands_without_its_entry(
+        sqlite_setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi.testclient import TestClient
+
+    from flowguard.server.app import ServerConfig, create_app
+    from flowguard.server.tokens import new_token
+
+    setup = sqlite_setup
+    secret, digest = new_token()
+    tokens = setup.folder / "tokens.yaml"
+    tokens.write_text(json.dumps({"tokens": [{
+        "id": "kommune", "hash": digest, "organization": "aalborg-kommune",
+        "scopes": ["consent:write", "consent:read"]}]}), encoding="utf-8")
+    config = ServerConfig(policy=str(AALBORG), tokens=str(tokens), registry=setup.registry,
+                          audit=setup.audit, log_key=str(setup.log_key),
+                          pseudonym_key=str(setup.pseudonym_key))
+    consent = {"id": "k-http", "subject": "citizen-0042", "given_by": "citizen-0042",
+               "given_at": "2026-02-01T09:00:00Z",
+               "recipients": [{"organization": "cafe-solsikke"}], "data": ["identity.name"],
+               "purposes": ["job-matching"]}
+    with TestClient(create_app(config)) as client, monkeypatch.context() as patch:
+        _fail_appends(patch)
+        answer = client.post("/v1/consents", json={"by": "anne", "consent": consent},
+                             headers={"Authorization": f"Bearer {secret}",
+                                      "X-Request-Id": "request-0001"})
+    assert answer.status_code == 500, answer.text
+    body = answer.json()
+    revision = setup.revision()
+    assert body["recorded"] == [{"seq": revision, "kind": "consent.granted",
+                                 "record": "k-http"}]
+    assert body["detail"].startswith(f"consent k-http granted (registry event #{revision}); "
+                                     "its audit entry could not be written yet")
+    assert setup.has_consent("k-http") and revision not in setup.registry_seqs()
+    with TestClient(create_app(config)):  # the next start appends it
+        pass
+    setup.assert_exactly_once()
+
+
 # --------------------------------------------------------------------------- one database
 
 

@@ -154,7 +154,8 @@ class RegistryOutbox:
             raise StoreError([Diagnostic(
                 f"the audit log lacks registry events and cannot take them now "
                 f"({_first_line(exc)}); nothing was changed", redact_url(self.log.url),
-                code="store", hint="another process may hold its write lock; try again")]
+                code="audit-unavailable",
+                hint="another process may hold its write lock; try again")]
             ) from None
 
     def append_missing(self, cursor: Cursor, read: Reader, *, joined_at: int | None = None,
@@ -290,7 +291,7 @@ def _audited_seqs(cursor: Cursor) -> set[int]:
 def _unwritable(url: str, exc: BaseException) -> StoreError:
     return StoreError([Diagnostic(
         f"the audit log cannot be written ({_first_line(exc)}); nothing was changed",
-        redact_url(url), code="store",
+        redact_url(url), code="audit-unavailable",
         hint="another process may hold its write lock; try again")])
 
 

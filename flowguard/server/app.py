@@ -157,7 +157,8 @@ class ValidationProblem(Model):
 
 _TEXT: dict[str, Any] = {"description": "a signed note (text)",
                          "content": {"text/plain": {"schema": {"type": "string"}}}}
-_STATUS_BY_CODE = {"duplicate": 409, "conflict": 409, "read-only": 409}
+_STATUS_BY_CODE = {"duplicate": 409, "conflict": 409, "read-only": 409,
+                   "audit-unavailable": 503}
 
 
 async def _by_id(call: Callable[[], Any]) -> Any:
