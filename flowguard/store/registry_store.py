@@ -119,7 +119,9 @@ def _event(row: Row) -> Event:
 
 class RegistryStore:
     """A registry in a database: the `Registry` the engine reads, plus the writes that
-    record changes as events. Pass `policy` to check every written reference against it."""
+    record changes as events. Pass `policy` to check every written reference against it.
+    With `audit`, every event gets exactly one audit entry (`flowguard.audit.outbox`): a
+    write raises `AuditPendingError` when its event stands but the entry is not written yet."""
 
     def __init__(self, db: Database, policy: Policy | None = None, *,
                  pinned: int | None = None, audit: AuditTrail | None = None) -> None:
