@@ -178,6 +178,38 @@ def test_a_locked_audit_log_refuses_the_change_and_says_nothing_changed(
     setup.assert_exactly_once()
 
 
+def test_a_locked_postgresql_audit_log_refuses_the_change_within_its_timeout(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same on PostgreSQL: another process holds the log's head row."""
+    with postgres_schema() as registry, postgres_schema() as audit:
+        setup = Setup(tmp_path, registry, audit)
+        revision = setup.revision()
+        size_before = sum(setup.registry_seqs().values())
+        holder = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(f"""
+                import sys, psycopg
+                conn = psycopg.connect({audit!r})
+                conn.execute("SELECT 1 FROM audit_head WHERE id = 1 FOR UPDATE")
+                print("locked", flush=True)
+                sys.stdin.read()
+                """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+            monkeypatch.setattr(RegistryOutbox, "lock_timeout", 0.3)
+            refused = setup.grant("k-locked", *setup.audit_options)
+        finally:
+            assert holder.stdin is not None
+            holder.stdin.close()
+            holder.wait(timeout=10)
+        assert refused.exit_code == 2, refused.output
+        lines = refused.stderr.strip().splitlines()
+        assert len(lines) == 1 and "nothing was changed" in lines[0], lines
+        assert not setup.has_consent("k-locked") and setup.revision() == revision
+        assert sum(setup.registry_seqs().values()) == size_before
+        assert setup.grant("k-locked", *setup.audit_options).exit_code == 0
+        setup.assert_exactly_once()
+
+
 def _fail_appends(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(self: RegistryOutbox, *args: Any, **kwargs: Any) -> Any:
         raise OSError("disk I/O error (simulated)")

@@ -102,6 +102,10 @@ def same_database(a: str, b: str) -> bool:
 class RegistryOutbox:
     """Delivers one registry's events to one audit trail, each exactly once."""
 
+    lock_timeout = 30.0
+    """How long a registry write waits for the audit log's lock on PostgreSQL (seconds; as
+    long as SQLite's busy timeout) before it refuses, changing nothing."""
+
     def __init__(self, registry_db: Database, trail: AuditTrail) -> None:
         self.registry_db = registry_db
         self.trail = trail
@@ -224,6 +228,8 @@ class RegistryOutbox:
         with ExitStack() as stack:
             try:
                 cursor = stack.enter_context(self.log.db.write())
+                if self.log.db.dialect == "postgresql":  # SQLite waits its busy timeout
+                    cursor.execute(f"SET LOCAL lock_timeout = {int(self.lock_timeout * 1000)}")
                 self.log.lock_head(cursor)
             except Exception as exc:
                 raise _unwritable(self.log.url, exc) from None
