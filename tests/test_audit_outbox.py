@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from flowguard._cli import cli
 from flowguard.audit.entries import generate_pseudonym_key, write_secret
@@ -543,3 +545,68 @@ def test_the_pending_message_names_no_subject() -> None:
     error = AuditPendingError([change], OSError("locked"), "sqlite:///a.db", "sqlite:///r.db")
     assert "citizen-0042" not in error.message
     assert error.message.startswith("a subject.recorded event (registry event #7)")
+
+
+# --------------------------------------------------------------------------- property
+
+_STEPS = st.lists(st.sampled_from(["write", "write-fails", "write-unaudited", "reopen",
+                                   "reconcile"]), min_size=1, max_size=12)
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=_STEPS)
+def test_any_sequence_of_writes_failures_and_reconciles_never_duplicates(
+        tmp_path_factory: pytest.TempPathFactory, steps: list[str]) -> None:
+    """Whatever happens, no registry event ever has two entries; after a reconcile, each
+    event since the log met the registry has exactly one."""
+    folder = tmp_path_factory.mktemp("property")
+    registry, audit = f"sqlite:///{folder / 'r.db'}", f"sqlite:///{folder / 'a.db'}"
+    init_database(registry)
+    generate_pseudonym_key(folder / "p.key")
+    policy = load_policy(AALBORG)
+    trail = open_audit(audit, pseudonym_key=folder / "p.key")
+    store = open_store(registry, policy, audit=trail)
+    plain = open_store(registry, policy)
+    counter = iter(range(10_000))
+
+    def consent() -> dict[str, Any]:
+        return {"id": f"k-p{next(counter)}", "subject": "citizen-0042",
+                "given_by": "citizen-0042", "given_at": "2026-02-01T09:00:00Z",
+                "recipients": [{"organization": "cafe-solsikke"}], "data": ["identity.name"],
+                "purposes": ["job-matching"]}
+
+    def seqs() -> Counter[int]:
+        return Counter(json.loads(data)["seq"] for _, data in trail.log.entries())
+
+    try:
+        plain.add_subject("citizen-0042", {"birth_date": "1990-01-01"}, by="anne")
+        for step in steps:
+            if step == "write":
+                store.grant(consent(), by="anne")
+            elif step == "write-fails":
+                original = RegistryOutbox.append_missing
+                RegistryOutbox.append_missing = _raise  # type: ignore[method-assign]
+                try:
+                    with pytest.raises(AuditPendingError):
+                        store.grant(consent(), by="anne")
+                finally:
+                    RegistryOutbox.append_missing = original  # type: ignore[method-assign]
+            elif step == "write-unaudited":
+                plain.grant(consent(), by="anne")
+            elif step == "reopen":
+                store.close()
+                store = open_store(registry, policy, audit=trail)
+            else:
+                RegistryOutbox(plain.db, trail).reconcile()
+            assert max(seqs().values(), default=1) == 1
+        RegistryOutbox(plain.db, trail).reconcile()
+        assert seqs() == Counter(range(1, plain.revision + 1))  # it met the log empty
+    finally:
+        store.close()
+        plain.close()
+        trail.close()
+
+
+def _raise(*args: Any, **kwargs: Any) -> Any:
+    raise OSError("simulated")
