@@ -9,10 +9,9 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 from rich.console import Console
 
-from flowguard.errors import Diagnostic, InputError
+from flowguard.errors import Diagnostic, FlowguardError, InputError
 
 if TYPE_CHECKING:
-    from flowguard.audit.outbox import AuditPendingError
     from flowguard.audit.trail import AuditTrail
     from flowguard.store import RegistryStore
 
@@ -77,9 +76,14 @@ def close_trail(trail: AuditTrail | None) -> None:
                   "with `flowguard audit checkpoint --sign --log-key FILE`)", markup=False)
 
 
-def report_pending(error: AuditPendingError) -> NoReturn:
-    """A registry change that stands without its audit entry yet: say what was changed,
-    and how the entry gets written; exit 1."""
+def report_pending(error: FlowguardError) -> NoReturn:
+    """A registry change that stands without its audit entry yet (`AuditPendingError`;
+    any other error is raised again): say what was changed, and how the entry gets
+    written; exit 1."""
+    from flowguard.audit.outbox import AuditPendingError
+
+    if not isinstance(error, AuditPendingError):
+        raise error
     err.print(f"{error.registry_url}: warning: {error.message}", markup=False)
     sys.exit(EXIT_DENY)
 

@@ -26,8 +26,7 @@ from flowguard._cli_common import (
     report_reconciled,
 )
 from flowguard._source import SourceError, load_documents
-from flowguard.audit.outbox import AuditPendingError
-from flowguard.errors import Diagnostic, InputError, RegistryError
+from flowguard.errors import Diagnostic, FlowguardError, InputError, RegistryError
 from flowguard.model import Bound, Consent, Evidence, Guardianship, Policy
 from flowguard.policy import load_policy
 from flowguard.registry import InMemoryRegistry, load_registry
@@ -113,7 +112,7 @@ def _store(url: str, policy_path: str | None = None,
         yield store
     except InputError as exc:
         fail_input(exc)
-    except AuditPendingError as exc:  # the change stands: say so, and what to run
+    except FlowguardError as exc:  # a change that stands without its audit entry (yet)
         report_pending(exc)
     finally:
         close_trail(store.audit)

@@ -33,7 +33,8 @@ from flowguard.policy import load_policy
 from flowguard.store import init_database, open_store
 from flowguard.store._db import SqliteDatabase
 from flowguard.store.events import RegistryChange
-from tests.conftest import postgres_schema
+
+from .conftest import postgres_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 AALBORG = ROOT / "policies" / "aalborg-aktiv"
