@@ -20,6 +20,7 @@ from flowguard._cli_common import (
     EXIT_INPUT,
     EXIT_OK,
     audit_options,
+    close_trail,
     err,
     fail_input,
     open_trail,
@@ -174,8 +175,7 @@ def check(flow_file: str | None, policy_path: str, registry_path: str | None,
     engine = _engine(policy_path, registry_path, when,
                      open_trail(audit_url, log_key, pseudonym_key))
     decisions = engine.check_many(flows)
-    if engine.audit is not None:
-        engine.audit.close()
+    close_trail(engine.audit)  # signs a checkpoint over its entries (with --log-key)
     if as_json:
         payload: Any = [d.model_dump(mode="json") for d in decisions]
         click.echo(json.dumps(payload if many else payload[0], indent=2, ensure_ascii=False))

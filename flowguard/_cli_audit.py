@@ -282,9 +282,16 @@ def audit_export(audit_url: str, start: int, end: int | None) -> None:
     (canonical JSON), each followed by a newline."""
     _non_negative(start, "--start")
     _non_negative(end, "--end")
+    if end is not None and end < start:
+        _bad(f"--end {end} is before --start {start}", "--end", code="range",
+             hint="give --end greater than or equal to --start")
     stream = sys.stdout.buffer
     with _log(audit_url) as log:
-        stop = log.size if end is None else min(end, log.size)
+        size = log.size
+        if start > size:
+            _bad(f"--start {start} is past the end of the log ({size} entries)", "--start",
+                 code="range", hint=f"give an index from 0 to {size}")
+        stop = size if end is None else min(end, size)
         for _, data in log.entries(start, stop):
             stream.write(data + b"\n")
         stream.flush()
@@ -331,7 +338,8 @@ def audit_verify(audit_url: str | None, vkeys: Sequence[str], since_file: str | 
         try:
             with _progress(show_progress, len(lines), "verifying") as progress:
                 report = verify_entries(lines, notes, verifiers, since=since,
-                                        source=entries_file, progress=progress)
+                                        source=entries_file, progress=progress,
+                                        check_entries=check_entries)
         except AuditVerifyError as exc:
             _failed(exc.diagnostics, "FAILED: the export does not verify")
     else:
@@ -497,14 +505,43 @@ def audit_consistency(audit_url: str, old: int, new: int) -> None:
 # --------------------------------------------------------------------------- show
 
 
-def _subject_filter(subject: str | None, pseudonym_key: str | None) -> str | None:
+def _subject_filter(subject: str | None, pseudonym_key: str | None) -> Any:
+    """The pseudonymizer `--subject` needs (None without --subject)."""
     if subject is None:
         return None
     if pseudonym_key is None:
         _bad("--subject needs --pseudonym-key: the log knows subjects only by pseudonym",
              code="missing")
-    pseudonym: str = _pseudonymizer(pseudonym_key)(subject)
-    return pseudonym
+    return _pseudonymizer(pseudonym_key)
+
+
+def _check_key(log: Any, pseudonymizer: Any, pseudonym_key: str) -> None:
+    """Refuse a pseudonym key that is not the log's (exit 2); warn when the log records no
+    fingerprint to check it against."""
+    from flowguard.audit.trail import check_pseudonym_key
+
+    warning = check_pseudonym_key(log, pseudonymizer, pseudonym_key)
+    if warning is not None:
+        err.print(f"{pseudonym_key}: warning: {warning}", markup=False)
+
+
+def _check_category(log: Any, category: str) -> None:
+    """Refuse a --category that no policy the log keeps declares (exit 2)."""
+    known: set[str] = set()
+    for text in log.policy_texts():
+        try:
+            declared = json.loads(text).get("data_categories") or {}
+        except (ValueError, AttributeError):
+            continue
+        for name in declared:
+            parts = str(name).split(".")
+            known.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    if known and category not in known:
+        names = sorted(known)
+        shown = ", ".join(names[:40]) + (f" and {len(names) - 40} more" if len(names) > 40
+                                         else "")
+        _bad(f"unknown data category {category!r}; the log's policies know {shown}",
+             "--category", code="unknown-reference")
 
 
 def _cell(value: Any) -> str:
@@ -542,15 +579,20 @@ def audit_show(audit_url: str, since: str | None, until: str | None, outcome: st
     """List entries, filtered. Subjects appear only as pseudonyms."""
     from flowguard.audit.report import EntryFilter, filtered_entries
 
+    pseudonymizer = _subject_filter(subject, pseudonym_key)
     try:
         where = EntryFilter(since=parse_time(since, "--since"),
                             until=parse_time(until, "--until"), outcome=outcome,
                             recipient=recipient, organization=organization,
                             category=category, kind=kind,
-                            subject=_subject_filter(subject, pseudonym_key))
+                            subject=None if pseudonymizer is None else pseudonymizer(subject))
     except InputError as exc:
         fail_input(exc)
     with _log(audit_url) as log:
+        if pseudonymizer is not None and pseudonym_key is not None:
+            _check_key(log, pseudonymizer, pseudonym_key)
+        if category is not None:
+            _check_category(log, category)
         found = filtered_entries(log, where, end=log.size)
         if as_json:
             _show_json(found)
@@ -640,6 +682,7 @@ def audit_replay(audit_url: str, registry_url: str, pseudonym_key: str,
     try:
         with _log(audit_url) as log, _progress(show_progress, log.size,
                                                "replaying") as progress:
+            _check_key(log, pseudonym, pseudonym_key)
             report = replay_log(log, store, pseudonym, policies=policies, progress=progress)
     finally:
         store.close()
@@ -664,6 +707,86 @@ def audit_replay(audit_url: str, registry_url: str, pseudonym_key: str,
         sys.exit(EXIT_DENY)
 
 
+# --------------------------------------------------------------------------- reconcile
+
+
+@audit.command("reconcile")
+@audit_url_option
+@click.option("--registry", "-r", "registry_url", envvar="FLOWGUARD_REGISTRY", required=True,
+              help="The registry database whose changes the log audits (env "
+                   "FLOWGUARD_REGISTRY).")
+@click.option("--pseudonym-key", "pseudonym_key", envvar="FLOWGUARD_PSEUDONYM_KEY",
+              required=True, help="The log's pseudonym key file (env "
+                                  "FLOWGUARD_PSEUDONYM_KEY).")
+@click.option("--log-key", "log_key", envvar="FLOWGUARD_LOG_KEY",
+              help="The log's signing key file: sign a checkpoint over what is appended "
+                   "(env FLOWGUARD_LOG_KEY).")
+@click.option("--history", is_flag=True,
+              help="Also append the registry's events from before the log first met it.")
+def audit_reconcile(audit_url: str, registry_url: str, pseudonym_key: str,
+                    log_key: str | None, history: bool) -> None:
+    """Append the audit entries of registry changes the log lacks (a change whose entry
+    could not be written, e.g. after a crash), each exactly once, and say which.
+
+    Exit 0 when the log is up to date afterwards (also when nothing was missing)."""
+    from flowguard._cli_common import close_trail, open_trail
+    from flowguard.audit.outbox import RegistryOutbox
+    from flowguard.store import is_database_url, open_store
+
+    if not is_database_url(registry_url):
+        _bad("expected a registry database URL: a file records no changes to audit",
+             "--registry", code="type")
+    with _log(audit_url):
+        pass  # an existing audit log (reconcile creates none)
+    trail = open_trail(audit_url, log_key, pseudonym_key)
+    assert trail is not None
+    try:
+        store = open_store(registry_url)
+    except InputError as exc:
+        close_trail(trail)
+        fail_input(exc)
+    try:
+        result = RegistryOutbox(store.db, trail).reconcile(history=history)
+    except InputError as exc:
+        fail_input(exc)
+    except _db_errors() as exc:
+        _bad(f"cannot bring the audit log up to date ({_first_line(exc)}); nothing was "
+             "appended", redact_url(audit_url), code="store")
+    finally:
+        store.close()
+        close_trail(trail)
+    _print_reconciled(result, history)
+
+
+def _print_reconciled(result: Any, history: bool) -> None:
+    if result.appended:
+        count = len(result.appended)
+        out.print(f"appended the audit entries of {count} registry event"
+                  f"{'s' if count > 1 else ''}: {_ranges(result.appended)}", markup=False)
+    elif result.joined and not history:
+        out.print(f"the log had not audited this registry before: it audits it from event "
+                  f"#{result.revision} on (--history appends the earlier events)",
+                  markup=False)
+    else:
+        out.print("nothing was missing", markup=False)
+    out.print(f"the log has audited every event of registry {result.registry} up to "
+              f"#{result.revision}", markup=False)
+
+
+def _ranges(numbers: Sequence[int]) -> str:
+    """`#3, #5 to #9` for 3, 5, 6, 7, 8, 9."""
+    parts: list[str] = []
+    first = previous = numbers[0]
+    for number in [*numbers[1:], None]:
+        if number is not None and number == previous + 1:
+            previous = number
+            continue
+        parts.append(f"#{first}" if first == previous else f"#{first} to #{previous}")
+        if number is not None:
+            first = previous = number
+    return ", ".join(parts)
+
+
 # --------------------------------------------------------------------------- access report
 
 
@@ -682,9 +805,10 @@ def audit_access_report(audit_url: str, subject: str, pseudonym_key: str,
     language."""
     from flowguard.audit.report import access_report, render_access_html, render_access_text
 
-    pseudonym = _pseudonymizer(pseudonym_key)(subject)
+    pseudonymizer = _pseudonymizer(pseudonym_key)
     with _log(audit_url) as log:
-        report = access_report(log, pseudonym)
+        _check_key(log, pseudonymizer, pseudonym_key)
+        report = access_report(log, pseudonymizer(subject))
     if html_file is not None:
         page = render_access_html(report)
         try:

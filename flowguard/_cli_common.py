@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 from rich.console import Console
 
-from flowguard.errors import Diagnostic, InputError
+from flowguard.errors import Diagnostic, FlowguardError, InputError
 
 if TYPE_CHECKING:
     from flowguard.audit.trail import AuditTrail
+    from flowguard.store import RegistryStore
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -53,6 +54,47 @@ def open_trail(audit_url: str | None, log_key: str | None,
         if pseudonym_key is None:
             raise InputError([Diagnostic("--audit needs --pseudonym-key: subjects are logged "
                                          "only as pseudonyms", "<options>", code="missing")])
-        return open_audit(audit_url, pseudonym_key=pseudonym_key, log_key=log_key)
+        trail = open_audit(audit_url, pseudonym_key=pseudonym_key, log_key=log_key)
     except InputError as exc:
         fail_input(exc)
+    for notice in trail.notices:
+        err.print(f"{pseudonym_key}: note: {notice}", markup=False)
+    return trail
+
+
+def close_trail(trail: AuditTrail | None) -> None:
+    """Close the trail, signing a checkpoint over what this process appended; a failure
+    to sign is reported (the entries stand), never a traceback."""
+    if trail is None:
+        return
+    trail.close()
+    if trail.sign_error is not None:  # the log is closed; its entries are durable
+        from flowguard.store._db import redact_url
+
+        err.print(f"{redact_url(trail.log.url)}: warning: the entries were appended but no "
+                  f"checkpoint could be signed over them ({trail.sign_error}) (sign one "
+                  "with `flowguard audit checkpoint --sign --log-key FILE`)", markup=False)
+
+
+def report_pending(error: FlowguardError) -> NoReturn:
+    """A registry change that stands without its audit entry yet (`AuditPendingError`;
+    any other error is raised again): say what was changed, and how the entry gets
+    written; exit 1."""
+    from flowguard.audit.outbox import AuditPendingError
+
+    if not isinstance(error, AuditPendingError):
+        raise error
+    err.print(f"{error.registry_url}: warning: {error.message}", markup=False)
+    sys.exit(EXIT_DENY)
+
+
+def report_reconciled(store: RegistryStore) -> None:
+    """Say so when opening the store appended audit entries the log lacked."""
+    if store.reconciled:
+        from flowguard.store._db import redact_url
+
+        count = len(store.reconciled)
+        err.print(f"{redact_url(store.audit.log.url if store.audit else '')}: note: appended "
+                  f"the audit entries of {count} registry event{'s' if count > 1 else ''} "
+                  f"the log lacked (#{store.reconciled[0]} to #{store.reconciled[-1]})",
+                  markup=False)

@@ -16,9 +16,17 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 from rich.table import Table
 
-from flowguard._cli_common import audit_options, fail_input, open_trail, out
+from flowguard._cli_common import (
+    audit_options,
+    close_trail,
+    fail_input,
+    open_trail,
+    out,
+    report_pending,
+    report_reconciled,
+)
 from flowguard._source import SourceError, load_documents
-from flowguard.errors import Diagnostic, InputError, RegistryError
+from flowguard.errors import Diagnostic, FlowguardError, InputError, RegistryError
 from flowguard.model import Bound, Consent, Evidence, Guardianship, Policy
 from flowguard.policy import load_policy
 from flowguard.registry import InMemoryRegistry, load_registry
@@ -99,13 +107,15 @@ def _store(url: str, policy_path: str | None = None,
         store = open_store(url, policy, audit=open_trail(*audit))
     except InputError as exc:
         fail_input(exc)
+    report_reconciled(store)
     try:
         yield store
     except InputError as exc:
         fail_input(exc)
+    except FlowguardError as exc:  # a change that stands without its audit entry (yet)
+        report_pending(exc)
     finally:
-        if store.audit is not None:
-            store.audit.close()
+        close_trail(store.audit)
         store.close()
 
 

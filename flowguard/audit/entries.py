@@ -28,6 +28,7 @@ except ImportError:  # pragma: no cover - a declared dependency
 
 ENTRY_VERSION = 1
 PSEUDONYM_PREFIX = "hmac-sha256:"
+FINGERPRINT_LABEL = b"flowguard\x00audit log pseudonym key fingerprint\x00v1"
 
 
 class KeyFileError(InputError):
@@ -88,6 +89,13 @@ class Pseudonymizer:
             raise ValueError("a pseudonym key has at least 32 bytes")
         self._key = key
         self._cache: dict[str, str] = {}
+
+    @property
+    def fingerprint(self) -> str:
+        """What the log records of its pseudonym key: a keyed hash of a fixed label (with a
+        NUL, so no subject id has it as its pseudonym); never the key."""
+        digest = hmac.new(self._key, FINGERPRINT_LABEL, hashlib.sha256).hexdigest()
+        return PSEUDONYM_PREFIX + digest
 
     def __call__(self, subject_id: str) -> str:
         cached = self._cache.get(subject_id)

@@ -29,7 +29,14 @@ from flowguard.audit.note import Signer
 from flowguard.canonical import canonical_json, policy_canonical_form
 from flowguard.errors import Diagnostic, InputError
 from flowguard.model import Policy
-from flowguard.store._db import Database, Migration, migrate, require_schema
+from flowguard.store._db import (
+    Cursor,
+    Database,
+    Migration,
+    migrate,
+    require_schema,
+    schema_version,
+)
 
 COMPONENT = "audit"
 _APPEND_ONLY = "the audit log is append-only"
@@ -85,16 +92,63 @@ MIGRATIONS = (
 )
 
 
+STATE_COMPONENT = "audit-state"
+_FIXED = "an audit log setting is never changed"
+STATE_MIGRATIONS = (
+    Migration(
+        1, "the log's origin and pseudonym key fingerprint (set once), and the last event "
+           "of each registry the log has audited",
+        sqlite=(
+            "CREATE TABLE audit_settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            *(f"CREATE TRIGGER audit_settings_no_{op.lower()} BEFORE {op} ON audit_settings "
+              f"BEGIN SELECT RAISE(ABORT, '{_FIXED}'); END" for op in ("UPDATE", "DELETE")),
+            "CREATE TRIGGER audit_settings_no_replace BEFORE INSERT ON audit_settings WHEN "
+            "EXISTS (SELECT 1 FROM audit_settings WHERE name = NEW.name) "
+            f"BEGIN SELECT RAISE(ABORT, '{_FIXED}'); END",
+            "CREATE TABLE audit_registry_cursors (registry TEXT PRIMARY KEY,"
+            " seq BIGINT NOT NULL)",
+        ),
+        postgresql=(
+            "CREATE TABLE audit_settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            "CREATE FUNCTION audit_settings_fixed() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$ BEGIN RAISE EXCEPTION '{_FIXED}'; END $$",
+            "CREATE TRIGGER audit_settings_no_change BEFORE UPDATE OR DELETE ON audit_settings "
+            "FOR EACH ROW EXECUTE FUNCTION audit_settings_fixed()",
+            "CREATE TRIGGER audit_settings_no_truncate BEFORE TRUNCATE ON audit_settings "
+            "FOR EACH STATEMENT EXECUTE FUNCTION audit_settings_fixed()",
+            "CREATE TABLE audit_registry_cursors (registry TEXT PRIMARY KEY,"
+            " seq BIGINT NOT NULL)",
+        ),
+    ),
+)
+"""A component of its own (not migration 3 of `audit`): a reader of a log written before
+it still opens the log, and writers add it when they open one."""
+
+
 def init_audit(db: Database) -> list[Migration]:
-    return migrate(db, COMPONENT, MIGRATIONS)
+    applied = migrate(db, COMPONENT, MIGRATIONS)
+    return applied + migrate(db, STATE_COMPONENT, STATE_MIGRATIONS)
+
+
+def is_current(db: Database) -> bool:
+    """Whether the log's schema is this version's (then opening it needs no migration)."""
+    return (schema_version(db, COMPONENT) == MIGRATIONS[-1].version
+            and schema_version(db, STATE_COMPONENT) == STATE_MIGRATIONS[-1].version)
+
+
+def has_state(db: Database) -> bool:
+    """Whether the log keeps settings and registry cursors (a writer of this version has
+    opened it)."""
+    return schema_version(db, STATE_COMPONENT) > 0
 
 
 class AuditError(InputError):
     """The audit log cannot do what was asked (no signing key, an index out of range...)."""
 
 
-def _error(message: str, source: str = "<audit>", code: str = "audit") -> AuditError:
-    return AuditError([Diagnostic(message, source, code=code)])
+def _error(message: str, source: str = "<audit>", code: str = "audit",
+           hint: str | None = None) -> AuditError:
+    return AuditError([Diagnostic(message, source, code=code, hint=hint)])
 
 
 @dataclass(frozen=True)
@@ -117,6 +171,10 @@ class AuditLog:
         self.checkpoint_every = max(1, checkpoint_every)
         self.checkpoint_seconds = checkpoint_seconds
         self._blob = bytes if db.dialect == "sqlite" else _to_bytes
+        self.appended = False
+        """Whether this object appended entries (then `AuditTrail.close` signs them)."""
+        if signer is not None:
+            self._bind_origin(signer)
 
     @property
     def url(self) -> str:
@@ -126,6 +184,51 @@ class AuditLog:
     def origin(self) -> str | None:
         return None if self.signer is None else self.signer.name
 
+    # ------------------------------------------------------------------ keys
+
+    def setting(self, name: str) -> str | None:
+        """A value the log keeps once set (`origin`, `pseudonym-key`); None when unset or
+        when the log was written before settings were kept."""
+        if not has_state(self.db):
+            return None
+        row = self.db.read_one("SELECT value FROM audit_settings WHERE name = ?", (name,))
+        return None if row is None else str(row[0])
+
+    def record_setting(self, name: str, value: str) -> str:
+        """Set `name` unless it is set already; returns the value the log keeps."""
+        with self.db.write() as cursor:
+            self.lock_head(cursor)
+            cursor.execute("SELECT value FROM audit_settings WHERE name = ?", (name,))
+            row = cursor.fetchone()
+            if row is not None:
+                return str(row[0])
+            cursor.execute("INSERT INTO audit_settings (name, value) VALUES (?, ?)",
+                           (name, value))
+        return value
+
+    @property
+    def recorded_origin(self) -> str | None:
+        """The log's origin: as recorded, else the name in its latest checkpoint."""
+        origin = self.setting("origin")
+        if origin is None:
+            latest = self.latest_checkpoint()
+            origin = latest.split("\n", 1)[0] if latest else None
+        return origin
+
+    def _bind_origin(self, signer: Signer) -> None:
+        """Refuse a signing key named other than the log's origin, before anything is
+        written (its checkpoints would fail verification for good, and the real key could
+        no longer sign); a log's first key names its origin."""
+        origin = self.recorded_origin
+        if (origin is None or origin == signer.name) and has_state(self.db) \
+                and self.setting("origin") is None:
+            origin = self.record_setting("origin", signer.name)  # another writer may win
+        if origin is not None and origin != signer.name:
+            raise _error(f"the log key is named {signer.name!r} but this audit log's origin "
+                         f"is {origin!r}; nothing was written", code="key",
+                         hint="give the log's own key; a new key for this log must be "
+                              f"generated with --name {origin}")
+
     # ------------------------------------------------------------------ appending
 
     def append(self, entries: Sequence[dict[str, Any]]) -> AppendResult:
@@ -134,37 +237,56 @@ class AuditLog:
         return self.append_encoded(encoded)
 
     def append_encoded(self, encoded: Sequence[bytes]) -> AppendResult:
-        lock = " FOR UPDATE" if self.db.dialect == "postgresql" else ""
         with self.db.write() as cursor:
-            cursor.execute("SELECT size, frontier, checkpoint_size, checkpoint_at "
-                           f"FROM audit_head WHERE id = 1{lock}")
-            head = cursor.fetchone()
-            assert head is not None
-            size, frontier, checkpoint_size, checkpoint_at = head
-            tree = CompactRange(int(size), _hashes(frontier))
-            first = tree.size
-            entry_rows = []
-            node_rows: list[tuple[int, int, bytes]] = []
-            for offset, data in enumerate(encoded):
-                entry_rows.append((first + offset, data))
-                node_rows.extend(tree.append(leaf_hash(data)))
-            if entry_rows:
-                cursor.executemany("INSERT INTO audit_entries (idx, entry) VALUES (?, ?)",
-                                   entry_rows)
-                cursor.executemany("INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)",
-                                   node_rows)
-            note = None
-            now = time.time()
-            every = self.checkpoint_every
-            due = (tree.size // every > int(checkpoint_size) // every
-                   or now - int(checkpoint_at) / 1e6 >= self.checkpoint_seconds)
-            if self.signer is not None and tree.size > int(checkpoint_size) and due:
-                note = self._insert_checkpoint(cursor, tree)
-                checkpoint_size, checkpoint_at = tree.size, int(now * 1e6)
-            cursor.execute("UPDATE audit_head SET size = ?, frontier = ?, checkpoint_size = ?, "
-                           "checkpoint_at = ? WHERE id = 1",
-                           (tree.size, _frontier(tree), checkpoint_size, checkpoint_at))
+            return self.append_in(cursor, encoded)
+
+    def lock_head(self, cursor: Cursor) -> tuple[Any, ...]:
+        """Lock the log's head row in the caller's transaction (every writer's order)."""
+        lock = " FOR UPDATE" if self.db.dialect == "postgresql" else ""
+        cursor.execute("SELECT size, frontier, checkpoint_size, checkpoint_at "
+                       f"FROM audit_head WHERE id = 1{lock}")
+        head = cursor.fetchone()
+        assert head is not None
+        return head
+
+    def append_in(self, cursor: Cursor, encoded: Sequence[bytes]) -> AppendResult:
+        """Append inside the caller's write transaction on the log's database (the
+        registry's, when both share one: the event and its entry commit together)."""
+        size, frontier, checkpoint_size, checkpoint_at = self.lock_head(cursor)
+        tree = CompactRange(int(size), _hashes(frontier))
+        first = tree.size
+        entry_rows = []
+        node_rows: list[tuple[int, int, bytes]] = []
+        for offset, data in enumerate(encoded):
+            entry_rows.append((first + offset, data))
+            node_rows.extend(tree.append(leaf_hash(data)))
+        if entry_rows:
+            cursor.executemany("INSERT INTO audit_entries (idx, entry) VALUES (?, ?)",
+                               entry_rows)
+            cursor.executemany("INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)",
+                               node_rows)
+            self.appended = True
+        note = None
+        now = time.time()
+        every = self.checkpoint_every
+        due = (tree.size // every > int(checkpoint_size) // every
+               or now - int(checkpoint_at) / 1e6 >= self.checkpoint_seconds)
+        if self.signer is not None and tree.size > int(checkpoint_size) and due:
+            note = self._insert_checkpoint(cursor, tree)
+            checkpoint_size, checkpoint_at = tree.size, int(now * 1e6)
+        cursor.execute("UPDATE audit_head SET size = ?, frontier = ?, checkpoint_size = ?, "
+                       "checkpoint_at = ? WHERE id = 1",
+                       (tree.size, _frontier(tree), checkpoint_size, checkpoint_at))
         return AppendResult(first, tree.size, note)
+
+    def sign_appended(self) -> str | None:
+        """Sign a checkpoint covering every entry this object appended (none when it
+        appended nothing or has no key): a process signs before it exits."""
+        if self.signer is None or not self.appended:
+            return None
+        note = self.checkpoint()
+        self.appended = False
+        return note
 
     def _insert_checkpoint(self, cursor: Any, tree: CompactRange) -> str:
         assert self.signer is not None
@@ -219,6 +341,11 @@ class AuditLog:
         row = self.db.read_one("SELECT canonical FROM audit_policies WHERE digest = ?",
                                (digest,))
         return None if row is None else self._blob(row[0])
+
+    def policy_texts(self) -> list[bytes]:
+        """The canonical text of every policy the log keeps."""
+        return [self._blob(row[0]) for row in
+                self.db.read("SELECT canonical FROM audit_policies ORDER BY digest")]
 
     def entry(self, index: int) -> bytes:
         row = self.db.read_one("SELECT entry FROM audit_entries WHERE idx = ?", (index,))

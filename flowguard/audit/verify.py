@@ -680,7 +680,8 @@ def _check_policies(run: _Run, log: AuditLog) -> int:
 def verify_entries(entries: Iterable[bytes], checkpoints: Sequence[str],
                    verifiers: Sequence[Verifier], *, since: str | None = None,
                    source: str = "<export>", progress: Progress | None = None,
-                   batch_bits: int = DEFAULT_BATCH_BITS) -> VerifyReport:
+                   batch_bits: int = DEFAULT_BATCH_BITS,
+                   check_entries: bool = True) -> VerifyReport:
     """Verify an exported copy of a log: its entries in order (each exactly the stored
     bytes, e.g. the lines of ``flowguard audit export`` without their newline) and signed
     checkpoint notes.  The checks are those of :func:`verify_log` that need no database.
@@ -697,6 +698,7 @@ def verify_entries(entries: Iterable[bytes], checkpoints: Sequence[str],
         parsed.append(_Checkpoint(stored, note, checkpoint, error, keys))
     parsed.sort(key=lambda cp: cp.stored_size)
     run = _Run(source, size, verifiers, parsed, since, progress, batch_bits)
+    run.check_entries = check_entries
     run.open_since()
     for cp in parsed:
         if cp.checkpoint is not None and run.origin is None:

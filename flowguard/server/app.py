@@ -32,6 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flowguard.audit.entries import access_entry
+from flowguard.audit.outbox import AuditPendingError
 from flowguard.audit.trail import AuditTrail, open_audit
 from flowguard.engine import AUDIT_FAILED, Engine
 from flowguard.errors import ExplanationError, InputError
@@ -156,7 +157,8 @@ class ValidationProblem(Model):
 
 _TEXT: dict[str, Any] = {"description": "a signed note (text)",
                          "content": {"text/plain": {"schema": {"type": "string"}}}}
-_STATUS_BY_CODE = {"duplicate": 409, "conflict": 409, "read-only": 409}
+_STATUS_BY_CODE = {"duplicate": 409, "conflict": 409, "read-only": 409,
+                   "audit-unavailable": 503}
 
 
 async def _by_id(call: Callable[[], Any]) -> Any:
@@ -250,9 +252,15 @@ class Service:
                                     log_key=config.log_key,
                                     checkpoint_every=config.checkpoint_every,
                                     checkpoint_seconds=config.checkpoint_seconds)
+            for notice in self.trail.notices:
+                log.warning("%s", notice)
         self.registry: Registry = InMemoryRegistry()
         if config.registry and is_database_url(config.registry):
+            # opening it appends the registry events the audit log lacks (audit.outbox)
             self.registry = open_store(config.registry, policy, audit=self.trail)
+            if self.registry.reconciled:
+                log.warning("appended the audit entries of %d registry events the log "
+                            "lacked", len(self.registry.reconciled))
         elif config.registry:
             self.registry = open_registry(config.registry, policy)
         self.tokens: TokenTable = load_tokens(config.tokens, set(policy.organizations))
@@ -432,6 +440,13 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
             return JSONResponse({"detail": problems}, status_code=422)
         return JSONResponse({"detail": "; ".join(d.render() for d in exc.diagnostics)},
                             status_code=status)
+
+    @app.exception_handler(AuditPendingError)
+    async def audit_pending(request: Request, exc: AuditPendingError) -> JSONResponse:
+        log.error("a registry change stands without its audit entry yet (%s)", exc.cause)
+        return JSONResponse({"detail": exc.message, "recorded": [
+            {"seq": c.seq, "kind": c.kind, "record": c.record} for c in exc.changes]},
+            status_code=500)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -8,6 +8,7 @@ keeps its own migration list and records its version in `flowguard_migrations`.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -90,6 +91,7 @@ class SqliteDatabase(Database):
             raise store_error(url, f"the directory of the database file does not exist: "
                               f"{Path(path).parent}")
         try:
+            _create_private(path)
             self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                                          timeout=30.0)
             self._conn.execute("PRAGMA journal_mode=WAL")
@@ -118,6 +120,21 @@ class SqliteDatabase(Database):
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _create_private(path: str) -> None:
+    """Create a new database file readable by its owner only (0600, whatever the umask):
+    it holds registry records or audit entries. SQLite gives its -wal and -shm files the
+    database file's mode. An existing file is left as it is."""
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise sqlite3.OperationalError(f"cannot create the database file: {exc.strerror}") \
+            from None
 
 
 class _PgCursor:

@@ -31,8 +31,10 @@ from flowguard.store.events import (
     record_body,
     replay,
 )
+from flowguard.store.identity import init_identity
 
 if TYPE_CHECKING:
+    from flowguard.audit.outbox import RegistryOutbox
     from flowguard.audit.trail import AuditTrail
 
 COMPONENT = "registry"
@@ -87,8 +89,11 @@ _CHANGED_SUBJECTS_LIMIT = 1000
 
 
 def init_registry(db: Database) -> list[Migration]:
-    """Create or migrate the registry schema (`flowguard registry init`)."""
-    return migrate(db, COMPONENT, MIGRATIONS)
+    """Create or migrate the registry schema (`flowguard registry init`), with its
+    identity (flowguard.store.identity)."""
+    applied = migrate(db, COMPONENT, MIGRATIONS)
+    init_identity(db)
+    return applied
 
 
 @dataclass(frozen=True)
@@ -114,7 +119,9 @@ def _event(row: Row) -> Event:
 
 class RegistryStore:
     """A registry in a database: the `Registry` the engine reads, plus the writes that
-    record changes as events. Pass `policy` to check every written reference against it."""
+    record changes as events. Pass `policy` to check every written reference against it.
+    With `audit`, every event gets exactly one audit entry (`flowguard.audit.outbox`): a
+    write raises `AuditPendingError` when its event stands but the entry is not written yet."""
 
     def __init__(self, db: Database, policy: Policy | None = None, *,
                  pinned: int | None = None, audit: AuditTrail | None = None) -> None:
@@ -124,6 +131,14 @@ class RegistryStore:
         self._pinned = pinned
         if pinned is None:
             require_schema(db, COMPONENT, MIGRATIONS)
+        self._outbox: RegistryOutbox | None = None
+        self.reconciled: tuple[int, ...] = ()
+        """The events whose missing audit entries were appended when the store opened."""
+        if audit is not None and pinned is None:
+            from flowguard.audit.outbox import RegistryOutbox
+
+            self._outbox = RegistryOutbox(db, audit)
+            self.reconciled = self._outbox.catch_up()
 
     @property
     def url(self) -> str:
@@ -249,6 +264,15 @@ class RegistryStore:
         if self._pinned is not None:
             raise _error("a registry view as of a past time is read-only", self.url,
                          code="read-only")
+        if self._outbox is None:
+            with self._write(None) as writer:
+                yield writer
+        else:  # each event audited exactly once (flowguard.audit.outbox)
+            with self._outbox.audited(self._write) as writer:
+                yield writer
+
+    @contextmanager
+    def _write(self, before_commit: Callable[[Cursor], None] | None) -> Iterator[_Writer]:
         with self.db.write() as cursor:
             lock = " FOR UPDATE" if self.db.dialect == "postgresql" else ""
             cursor.execute(f"SELECT revision, recorded_at FROM registry_head WHERE id = 1{lock}")
@@ -260,9 +284,8 @@ class RegistryStore:
             if writer.revision != head[0]:
                 cursor.execute("UPDATE registry_head SET revision = ?, recorded_at = ? "
                                "WHERE id = 1", (writer.revision, writer.recorded_at))
-        if self.audit is not None and writer.changes:
-            # after the commit: an audit entry never describes a change that did not happen
-            self.audit.record_registry_changes(writer.changes)
+                if before_commit is not None:
+                    before_commit(cursor)
 
     def _validate(self, section: str, data: Mapping[str, Any], source: str,
                   known_subject: Callable[[str], bool]) -> Any:
