@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Literal
 
 from pydantic import TypeAdapter
 
+from flowguard._source import Document, SourceError, load_documents
+from flowguard.errors import Diagnostic, RegistryError
 from flowguard.model import Id
 
 RESOURCE_TYPES = "http://hl7.org/fhir/resource-types"
@@ -61,3 +64,14 @@ def normal_code_key(key: str) -> str:
     if key.startswith("class:") and len(key) > len("class:"):
         return f"{RESOURCE_TYPES}|{key[len('class:'):]}"
     return key
+
+
+def one_document(file: Path, wrong_count: str) -> Document:
+    """The one non-empty document of a YAML/JSON file; `RegistryError` otherwise."""
+    try:
+        documents = [d for d in load_documents(file) if d.data is not None]
+    except SourceError as exc:
+        raise RegistryError([exc.diagnostic]) from None
+    if len(documents) != 1:
+        raise RegistryError([Diagnostic(wrong_count, str(file), code="invalid")])
+    return documents[0]

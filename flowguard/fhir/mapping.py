@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import Field, StrictBool, ValidationError, field_validator, model_validator
 
 from flowguard._loading import Collector, did_you_mean
-from flowguard._source import Document, SourceError, load_documents
+from flowguard._source import Document
 from flowguard.errors import Diagnostic, RegistryError
 from flowguard.fhir._common import (
     ID,
@@ -19,6 +19,7 @@ from flowguard.fhir._common import (
     is_identifier_key,
     is_reference_key,
     normal_code_key,
+    one_document,
 )
 from flowguard.model import Id, IdList, Model, Selector
 
@@ -70,17 +71,9 @@ class FhirMapping(Model):
             normal[norm] = item
         return normal
 
-    @field_validator("purposes", mode="after")
+    @field_validator("purposes", "explicit_bases", mode="after")
     @classmethod
-    def _purpose_keys(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
-            if not is_identifier_key(key):
-                raise ValueError(f"key `{key}` is not `system|code`")
-        return value
-
-    @field_validator("explicit_bases", mode="after")
-    @classmethod
-    def _basis_codes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _codes(cls, value: Any) -> Any:
         for key in value:
             if not is_identifier_key(key):
                 raise ValueError(f"`{key}` is not `system|code`")
@@ -146,14 +139,7 @@ def load_fhir_mapping(path: str | Path) -> FhirMapping:
     """Load a FHIR map (one YAML document). Raises `RegistryError` naming file and line."""
     out = Collector()
     file = Path(path)
-    try:
-        documents = [d for d in load_documents(file) if d.data is not None]
-    except SourceError as exc:
-        raise RegistryError([exc.diagnostic]) from None
-    if len(documents) != 1:
-        raise RegistryError([Diagnostic("a FHIR map is exactly one YAML document", str(file),
-                                        code="invalid")])
-    doc = documents[0]
+    doc = one_document(file, "a FHIR map is exactly one YAML document")
     if not isinstance(doc.data, dict):
         raise RegistryError([doc.diagnostic((), "a FHIR map must be a mapping", code="type")])
     for key in doc.data:

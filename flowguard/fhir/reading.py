@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
 
-from flowguard._source import Document, SourceError, load_documents
+from flowguard._source import Document
 from flowguard.errors import Diagnostic, RegistryError
 from flowguard.fhir._common import (
     CONSENT_SCOPE,
@@ -26,6 +26,7 @@ from flowguard.fhir._common import (
     PATIENT_CONSENT,
     PRIVACY_SCOPE,
     Path_,
+    one_document,
 )
 from flowguard.fhir._json import DATE, DATETIME
 from flowguard.fhir._provisions import ProvisionReader
@@ -70,14 +71,8 @@ def consent_from_fhir_file(path: str | Path, mapping: FhirMapping,
                            policy: Policy | None = None) -> FhirImport:
     """Import a FHIR Consent from a JSON file; diagnostics carry its lines and columns."""
     file = Path(path)
-    try:
-        documents = [d for d in load_documents(file) if d.data is not None]
-    except SourceError as exc:
-        raise RegistryError([exc.diagnostic]) from None
-    if len(documents) != 1:
-        raise RegistryError([Diagnostic("a FHIR Consent file holds exactly one resource",
-                                        str(file), code="invalid")])
-    return _Importer(mapping, policy, str(file), documents[0]).run(documents[0].data)
+    doc = one_document(file, "a FHIR Consent file holds exactly one resource")
+    return _Importer(mapping, policy, str(file), doc).run(doc.data)
 
 
 class _Importer(ProvisionReader):
