@@ -1032,3 +1032,61 @@ def test_export_then_import_gives_an_equal_consent(consent: Consent, use_map: bo
     result = consent_from_fhir(resource, mapping)
     assert result.consents == (consent,)
     assert result.unmapped == ()
+
+
+# --------------------------------------------------------------------------- R5 semantics
+
+CODES = st.lists(st.sampled_from(NODES), min_size=1, max_size=2, unique=True)
+PROVISIONS = st.recursive(
+    st.builds(lambda codes: {"codes": codes, "children": []}, CODES),
+    lambda inner: st.builds(lambda codes, children: {"codes": codes, "children": children},
+                            CODES, st.lists(inner, max_size=2)),
+    max_leaves=6)
+
+
+def _r5_tree(node: dict[str, Any]) -> dict[str, Any]:
+    codes = [{"coding": [{"system": "http://example.org/c", "code": c}]} for c in node["codes"]]
+    out: dict[str, Any] = {"code": codes}
+    if node["children"]:
+        out["provision"] = [_r5_tree(child) for child in node["children"]]
+    return out
+
+
+def _reference(permit: bool, provisions: list[dict[str, Any]], leaf: str) -> bool:
+    """R5 as HL7 writes it: a provision that matches the leaf turns its parent's decision
+    around, recursively; siblings have no precedence, so a leaf is permitted only if every
+    matching sibling permits it (the reading that is never wider)."""
+    matching = [p for p in provisions
+                if any(leaf == c or leaf.startswith(c + ".") for c in p["codes"])]
+    if not matching:
+        return permit
+    return all(_reference(not permit, p["children"], leaf) for p in matching)
+
+
+@settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(decision=st.sampled_from(["permit", "deny"]),
+       provisions=st.lists(PROVISIONS, max_size=3))
+def test_r5_import_permits_exactly_what_the_provision_tree_permits(
+        decision: str, provisions: list[dict[str, Any]]) -> None:
+    """Random R5 trees over data (one grantee, every category mapped): the imported consents
+    cover a leaf exactly when R5's reading permits it, or the resource is refused and R5
+    permits nothing."""
+    policy = flowguard.load_policy(AALBORG / "policy.yaml")
+    mapping = FhirMapping(recipients={"Practitioner/13": Selector(actor=("job-consultant",))},
+                          data={f"http://example.org/c|{c}": c for c in NODES},
+                          default_data=("health", "work"), default_purposes=("job-matching",),
+                          default_grantor="subject", subjects={"Patient/1": "s-1"})
+    resource = {"resourceType": "Consent", "id": "t", "status": "active",
+                "subject": {"reference": "Patient/1"}, "date": "2026-01-01T00:00:00Z",
+                "decision": decision, "grantee": [{"reference": "Practitioner/13"}],
+                "provision": [_r5_tree(p) for p in provisions]}
+    expected = {leaf for leaf in LEAVES if _reference(decision == "permit", provisions, leaf)}
+    try:
+        consents = consent_from_fhir(resource, mapping, policy).consents
+    except RegistryError as exc:
+        assert not expected, (exc, decision, provisions)
+        assert _codes(exc) <= {"empty", "base-deny"}, exc
+        return
+    got = {leaf for leaf in LEAVES
+           if any(leaf == c or leaf.startswith(c + ".") for k in consents for c in k.data)}
+    assert got == expected, (decision, provisions)

@@ -218,7 +218,7 @@ class ProvisionReader(JsonReader):
                        "anything: the resource records a refusal, not a consent to share",
                        "base-deny")
             return []
-        return [b for c in permits for b in self._permitted(c, root.cond)]
+        return self._union(permits, root.cond)
 
     def _permits_everyone(self, root: Node, path: Path_, said: str) -> None:
         denies = [c for c in root.children if not c.permit and not c.inert] or (
@@ -485,29 +485,46 @@ class ProvisionReader(JsonReader):
         return box
 
     def _permitted(self, node: Node, ctx: Box) -> list[Box]:
-        """What a permit node grants within `ctx`: its region (or its permitted children's,
-        which narrow it), minus its deny children, plus what their permits grant again."""
+        """What a permit node grants within `ctx`: its region (or what its permitted
+        children grant, which narrow it), minus its deny children, plus what their own
+        exceptions permit again."""
         region = intersect(ctx, node.cond)
         if node.inert or region.empty():
             return []
         same = [c for c in node.children if c.permit]
+        out = self._union(same, region) if same else [self._complete(region, node.path)]
         denies = [(d, intersect(region, d.cond)) for d in node.children
                   if not d.permit and not d.inert]
-        denies = [(d, r) for d, r in denies if not r.empty()]
-        if same:
-            out = [b for c in same for b in self._permitted(c, region)]
-        else:
-            out = [self._complete(region, node.path)]
+        denies = [(d, cut) for d, cut in denies if not cut.empty()]
         for d, cut in denies:
             out = self._subtract_all(out, cut, d.path)
-        for i, (d, cut) in enumerate(denies):
-            for g in d.children:
-                again = self._permitted(g, cut)
-                for j, (d2, cut2) in enumerate(denies):
-                    if j != i:
-                        again = self._subtract_all(again, cut2, d2.path)
-                out += again
+        again = [(d, cut, self._union([g for g in d.children if g.permit], cut))
+                 for d, cut in denies]
+        for i, (_, _, mine) in enumerate(again):
+            for j, (d2, cut2, theirs) in enumerate(again):
+                if j != i:
+                    mine = self._agree(mine, cut2, theirs, d2.path)
+            out += mine
         return [b for b in out if not b.empty()]
+
+    def _union(self, permits: list[Node], ctx: Box) -> list[Box]:
+        """What sibling permits grant together. FHIR gives siblings no precedence, so where
+        several apply, each of them must permit (the reading that is never wider)."""
+        grants = [(p, intersect(ctx, p.cond), self._permitted(p, ctx)) for p in permits
+                  if not p.inert]
+        out: list[Box] = []
+        for i, (_, _, mine) in enumerate(grants):
+            for j, (other, region, theirs) in enumerate(grants):
+                if j != i:
+                    mine = self._agree(mine, region, theirs, other.path)
+            out += mine
+        return out
+
+    def _agree(self, boxes: list[Box], region: Box, granted: list[Box],
+               path: Path_) -> list[Box]:
+        """`boxes` where, inside `region`, `granted` grants them too."""
+        inside = [x for a in boxes for b in granted if not (x := intersect(a, b)).empty()]
+        return self._subtract_all(boxes, region, path) + inside
 
     def _subtract_all(self, boxes: list[Box], cut: Box, path: Path_) -> list[Box]:
         out: list[Box] = []
