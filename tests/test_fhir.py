@@ -1136,3 +1136,78 @@ def test_r5_import_permits_exactly_what_the_provision_tree_permits(
     got = {leaf for leaf in LEAVES
            if any(leaf == c or leaf.startswith(c + ".") for k in consents for c in k.data)}
     assert got == expected, (decision, provisions)
+
+
+# recipients too: who the references are, and which actors of the policy each one matches
+WHO = {"Practitioner/13": Selector(actor=("job-consultant",)),
+       "Practitioner/f001": Selector(actor=("case-worker",)),
+       "Organization/jobcenter": Selector(organization=("aalborg-kommune",)),
+       "Organization/f001": Selector(organization=("bosted-lindholm",))}
+MEMBERS = {"Practitioner/13": {"job-consultant"}, "Practitioner/f001": {"case-worker"},
+           "Organization/jobcenter": {"job-consultant", "case-worker"},
+           "Organization/f001": {"care-staff", "care-home-manager"}}
+WHOM = st.lists(st.sampled_from(sorted(WHO)), max_size=2, unique=True)
+SCOPED = st.recursive(
+    st.builds(lambda codes, whom: {"codes": codes, "whom": whom, "children": []},
+              CODES, WHOM),
+    lambda inner: st.builds(lambda codes, whom, children: {"codes": codes, "whom": whom,
+                                                           "children": children},
+                            CODES, WHOM, st.lists(inner, max_size=2)),
+    max_leaves=5)
+
+
+def _scoped_tree(node: dict[str, Any]) -> dict[str, Any]:
+    out = _r5_tree({"codes": node["codes"], "children": []})
+    if node["whom"]:
+        out["actor"] = [{"reference": {"reference": r}} for r in node["whom"]]
+    if node["children"]:
+        out["provision"] = [_scoped_tree(child) for child in node["children"]]
+    return out
+
+
+def _scoped_reference(permit: bool, provisions: list[dict[str, Any]], actor: str,
+                      leaf: str) -> bool:
+    matching = [p for p in provisions
+                if any(leaf == c or leaf.startswith(c + ".") for c in p["codes"])
+                and (not p["whom"] or any(actor in MEMBERS[r] for r in p["whom"]))]
+    if not matching:
+        return permit
+    return all(_scoped_reference(not permit, p["children"], actor, leaf) for p in matching)
+
+
+@settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(decision=st.sampled_from(["permit", "deny"]), grantee=st.sampled_from(sorted(WHO)),
+       provisions=st.lists(SCOPED, max_size=3))
+def test_r5_import_is_exact_for_every_recipient_and_category(
+        decision: str, grantee: str, provisions: list[dict[str, Any]]) -> None:
+    """As above, with recipients: an (actor, leaf) pair is covered by the imported consents
+    exactly when R5's reading permits it to that actor."""
+    policy = flowguard.load_policy(AALBORG / "policy.yaml")
+    mapping = FhirMapping(recipients=WHO, data={f"http://example.org/c|{c}": c for c in NODES},
+                          default_data=("health", "work"), default_purposes=("job-matching",),
+                          default_grantor="subject", subjects={"Patient/1": "s-1"})
+    resource = {"resourceType": "Consent", "id": "t", "status": "active",
+                "subject": {"reference": "Patient/1"}, "date": "2026-01-01T00:00:00Z",
+                "decision": decision, "grantee": [{"reference": grantee}],
+                "provision": [_scoped_tree(p) for p in provisions]}
+    everyone = sorted(policy.actors)            # an import wider to anyone else shows too
+    expected = {(a, leaf) for a in everyone for leaf in LEAVES if a in MEMBERS[grantee]
+                and _scoped_reference(decision == "permit", provisions, a, leaf)}
+    try:
+        consents = consent_from_fhir(resource, mapping, policy).consents
+    except RegistryError as exc:
+        assert not expected, (exc, decision, grantee, provisions)
+        assert _codes(exc) <= {"empty", "base-deny"}, exc
+        return
+    def matches(selector: Selector, actor: str) -> bool:
+        org = policy.actors[actor].organization
+        facts = {"actor": actor, "organization": org, "role": policy.actors[actor].role,
+                 "kind": policy.organizations[org].kind,
+                 "sector": policy.organizations[org].sector}
+        return all(getattr(selector, key) is None or facts[key] in getattr(selector, key)
+                   for key in facts)
+
+    got = {(a, leaf) for a in everyone for leaf in LEAVES for k in consents
+           if any(matches(s, a) for s in k.recipients)
+           and any(leaf == c or leaf.startswith(c + ".") for c in k.data)}
+    assert got == expected, (decision, grantee, provisions)

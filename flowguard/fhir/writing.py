@@ -7,6 +7,7 @@ data. See the README section "FHIR Consent" for the element-by-element mapping."
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -145,8 +146,9 @@ def consent_to_fhir(consent: Consent, mapping: FhirMapping | None = None,
 
 def consents_to_fhir_bundle(consents: Iterable[Consent], mapping: FhirMapping | None = None,
                             version: FhirVersion = "5.0.0") -> dict[str, Any]:
-    """A FHIR Bundle (type `collection`) of the consents' resources, in the order given."""
-    entries = [{"fullUrl": f"urn:flowguard:consent:{consent.id}",
+    """A FHIR Bundle (type `collection`) of the consents' resources, in the order given;
+    each entry's `fullUrl` is a name-based UUID of its consent id (stable across exports)."""
+    entries = [{"fullUrl": uuid.uuid5(uuid.NAMESPACE_URL, f"{FLOWGUARD_CONSENT}:{consent.id}").urn,
                 "resource": consent_to_fhir(consent, mapping, version)}
                for consent in consents]
     return {"resourceType": "Bundle", "type": "collection", "entry": entries}
