@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import yaml
@@ -39,6 +39,10 @@ from flowguard.store import (
     open_store,
     redact_url,
 )
+
+if TYPE_CHECKING:
+    from flowguard.fhir import FhirMapping
+    from flowguard.fhir._common import FhirVersion
 
 DEFAULT_REGISTRY = "sqlite:///flowguard.db"
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -220,16 +224,47 @@ def _fhir_resources(path: Path) -> Iterator[tuple[str, Any]]:
                 yield str(file), data
 
 
+def fhir_export_options(command: Callable[..., None]) -> Callable[..., None]:
+    """`--fhir-map` and `--fhir-version` of the FHIR exports."""
+    command = click.option("--fhir-version", "fhir_version", default="5.0.0",
+                           show_default=True, type=click.Choice(["5.0.0", "4.0.1"]),
+                           help="With --fhir: the FHIR version to write (R5 or R4).")(command)
+    return click.option("--fhir-map", help="With --fhir: map ids back to FHIR references "
+                        "and codes.")(command)
+
+
+def _fhir_map(path: str | None) -> FhirMapping | None:
+    from flowguard.fhir import load_fhir_mapping
+
+    return load_fhir_mapping(path) if path else None
+
+
+def _fhir_version(text: str) -> FhirVersion:
+    return "4.0.1" if text == "4.0.1" else "5.0.0"
+
+
 @registry.command("export")
 @registry_option
 @click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml",
               show_default=True)
 @click.option("--history", is_flag=True, help="Every event instead, one JSON object a line.")
 @click.option("--as-of", "as_of", help="The registry as recorded at this time.")
-def registry_export(registry_url: str, fmt: str, history: bool, as_of: str | None) -> None:
+@click.option("--fhir", is_flag=True, help="Print the consents as a FHIR Bundle of Consent "
+              "resources instead.")
+@fhir_export_options
+def registry_export(registry_url: str, fmt: str, history: bool, as_of: str | None,
+                    fhir: bool = False, fhir_map: str | None = None,
+                    fhir_version: str = "5.0.0") -> None:
     """Print the registry in the file format of SPEC §4 (or its event history)."""
     with _store(registry_url) as store:
         view = _view(store, as_of)
+        if fhir:
+            from flowguard.fhir import consents_to_fhir_bundle
+
+            consents = sorted(view.snapshot().all_consents(), key=_by_id)
+            _echo_json(consents_to_fhir_bundle(consents, _fhir_map(fhir_map),
+                                               _fhir_version(fhir_version)))
+            return
         if history:
             for event in view.events():
                 click.echo(json.dumps(event.model_dump(mode="json", exclude_none=True),
@@ -392,11 +427,11 @@ def consent_expire(consent_id: str, registry_url: str, by: str | None,
 @click.argument("consent_id")
 @registry_option
 @json_option
-@click.option("--fhir", is_flag=True, help="Print it as a FHIR R5 Consent resource.")
-@click.option("--fhir-map", help="With --fhir: map ids back to FHIR references and codes.")
+@click.option("--fhir", is_flag=True, help="Print it as a FHIR Consent resource.")
+@fhir_export_options
 @click.option("--as-of", "as_of", help="As recorded at this time.")
 def consent_show(consent_id: str, registry_url: str, as_json: bool, fhir: bool,
-                 fhir_map: str | None, as_of: str | None) -> None:
+                 fhir_map: str | None, as_of: str | None, fhir_version: str = "5.0.0") -> None:
     """Show the current version of a consent and its status."""
     with _store(registry_url) as store:
         found = _view(store, as_of).consent(consent_id)
@@ -406,10 +441,10 @@ def consent_show(consent_id: str, registry_url: str, as_json: bool, fhir: bool,
         record, version = found
         status = consent_status(record, datetime.now(UTC))
         if fhir:
-            from flowguard.fhir import consent_to_fhir, load_fhir_mapping
+            from flowguard.fhir import consent_to_fhir
 
-            mapping = load_fhir_mapping(fhir_map) if fhir_map else None
-            _echo_json(consent_to_fhir(record, mapping))
+            _echo_json(consent_to_fhir(record, _fhir_map(fhir_map),
+                                       _fhir_version(fhir_version)))
         elif as_json:
             _echo_json({"version": version, "status": status,
                         "consent": record.model_dump(mode="json", exclude_none=True)})

@@ -181,27 +181,3 @@ def test_the_real_command_with_the_default_sqlite_database(tmp_path: Path) -> No
     assert check.returncode == 1 and "withdrawn" in check.stdout
 
 
-FHIR = ROOT / "tests" / "data" / "fhir"
-
-
-def test_fhir_import_reports_what_it_cannot_map_and_exports_r5(url: str) -> None:
-    args = ["-r", url, "-p", str(AALBORG), "--fhir-map", str(FHIR / "map.yaml")]
-    imported = run("registry", "import", str(FHIR / "r4" / "Consent-consent-example-notThem.json"),
-                   *args)
-    assert imported.exit_code == 0, imported.output
-    assert "Consent.sourceAttachment: informational; not imported" in imported.output
-    assert "1 consents" in imported.output
-    exported = json.loads(run("consent", "show", "fhir-consent-example-notThem", "-r", url,
-                              "--fhir", "--fhir-map", str(FHIR / "map.yaml")).output)
-    assert exported["resourceType"] == "Consent" and exported["decision"] == "permit"
-    assert exported["subject"] == {"reference": "Patient/f001"}
-
-
-def test_fhir_refusal_leaves_the_store_unchanged(url: str) -> None:
-    before = run("registry", "export", "-r", url, "--history").output
-    refused = run("registry", "import", str(FHIR / "r4"), "-r", url, "-p", str(AALBORG),
-                  "--fhir-map", str(FHIR / "map.yaml"))
-    assert refused.exit_code == 2
-    assert "opt-out" in refused.output
-    assert "Traceback" not in refused.output
-    assert run("registry", "export", "-r", url, "--history").output == before
