@@ -270,7 +270,9 @@ def audit_checkpoint(audit_url: str, sign: bool, log_key: str | None) -> None:
             err.print("the log has no checkpoint yet; sign one with `flowguard audit "
                       "checkpoint --sign --log-key FILE`", markup=False)
             sys.exit(EXIT_DENY)
-        click.echo(latest, nl=False)
+        from flowguard.audit.cosigned import with_cosignatures
+
+        click.echo(with_cosignatures(log, latest), nl=False)
 
 
 @audit.command("export")
@@ -317,9 +319,19 @@ def audit_export(audit_url: str, start: int, end: int | None) -> None:
               help="Also check that every entry is canonical JSON naming its subject only "
                    "by pseudonym: a check of the writer, not of tampering (which the tree "
                    "catches); about a third of the speed.")
+@click.option("--witness-vkey", "witness_vkeys", multiple=True,
+              help="A witness's verifier key (repeatable): with --quorum, require its "
+                   "cosignatures.")
+@click.option("--quorum", type=click.IntRange(0), default=0, show_default=True,
+              help="Fail unless the latest checkpoint carries valid cosignatures by at least "
+                   "this many distinct --witness-vkey keys.")
+@click.option("--all-checkpoints", is_flag=True,
+              help="With --quorum: require the quorum on every checkpoint, not only the latest.")
 def audit_verify(audit_url: str | None, vkeys: Sequence[str], since_file: str | None,
                  entries_file: str | None, checkpoint_files: Sequence[str],
-                 show_progress: bool | None, check_entries: bool) -> None:
+                 show_progress: bool | None, check_entries: bool,
+                 witness_vkeys: Sequence[str] = (), quorum: int = 0,
+                 all_checkpoints: bool = False) -> None:
     """Recompute the whole tree from the entries and check every checkpoint's signature
     and root, their consistency, the stored tree and the entries' form.
 
@@ -327,6 +339,9 @@ def audit_verify(audit_url: str | None, vkeys: Sequence[str], since_file: str | 
     from flowguard.audit.verify import AuditVerifyError, VerifyReport, verify_entries, verify_log
 
     verifiers = _verifiers(vkeys)
+    from flowguard._cli_witness import witness_quorum
+
+    require_quorum = witness_quorum(witness_vkeys, quorum, all_checkpoints)
     since = _read_text(since_file, "kept checkpoint") if since_file else None
     report: VerifyReport
     if entries_file is not None:
@@ -342,6 +357,8 @@ def audit_verify(audit_url: str | None, vkeys: Sequence[str], since_file: str | 
                                         check_entries=check_entries)
         except AuditVerifyError as exc:
             _failed(exc.diagnostics, "FAILED: the export does not verify")
+        quorum_line = require_quorum([(i, note) for i, note in enumerate(notes)],
+                                     entries_file)
     else:
         if audit_url is None:
             _bad("give the log with --audit URL (or an export with --entries)",
@@ -351,6 +368,9 @@ def audit_verify(audit_url: str | None, vkeys: Sequence[str], since_file: str | 
                 with _progress(show_progress, log.size, "verifying") as progress:
                     report = verify_log(log, verifiers, since=since, progress=progress,
                                         check_entries=check_entries)
+                from flowguard.audit.cosigned import cosigned_checkpoints
+
+                quorum_line = require_quorum(cosigned_checkpoints(log), redact_url(audit_url))
             except AuditVerifyError as exc:
                 _failed(exc.diagnostics, "FAILED: the audit log does not verify")
             except _db_errors() as exc:
@@ -358,6 +378,8 @@ def audit_verify(audit_url: str | None, vkeys: Sequence[str], since_file: str | 
                                     redact_url(audit_url), code="store")],
                         "FAILED: the audit log does not verify")
     _print_verified(report)
+    if quorum_line:
+        out.print(quorum_line, markup=False)
 
 
 def _export_lines(path: str) -> list[bytes]:
@@ -420,6 +442,9 @@ def audit_prove(audit_url: str, index: int, size: int | None) -> None:
             _bad(f"no signed checkpoint covers entry {index} yet", "INDEX", code="range",
                  hint="sign one with `flowguard audit checkpoint --sign --log-key FILE`")
         covering, note = checkpoints[-1]
+        from flowguard.audit.cosigned import with_cosignatures
+
+        note = with_cosignatures(log, note)
         entry = log.entry(index)
         proof = log.inclusion_proof(index, covering)
         try:

@@ -604,7 +604,9 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
     async def audit_checkpoint(token: Annotated[Token, Depends(require("audit:read"))]
                                ) -> PlainTextResponse:
         """The latest signed checkpoint (C2SP tlog-checkpoint signed note)."""
-        note = await asyncio.to_thread(_trail().log.latest_checkpoint)
+        from flowguard.audit.cosigned import latest_cosigned
+
+        note = await asyncio.to_thread(latest_cosigned, _trail().log)
         if note is None:
             raise HTTPException(404, "no checkpoint has been signed yet")
         return PlainTextResponse(note)
@@ -691,6 +693,7 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
 
 def _receipt(trail: AuditTrail, index: int) -> str:
     from flowguard.audit.checkpoint import Checkpoint
+    from flowguard.audit.cosigned import with_cosignatures
     from flowguard.audit.note import parse_note
     from flowguard.audit.receipt import make_receipt
 
@@ -701,7 +704,8 @@ def _receipt(trail: AuditTrail, index: int) -> str:
         if cp_size > index:
             checkpoint = Checkpoint.parse(parse_note(note).text)
             proof = trail.log.inclusion_proof(index, checkpoint.size)
-            return make_receipt(index, trail.log.entry(index), proof, note)
+            return make_receipt(index, trail.log.entry(index), proof,
+                                with_cosignatures(trail.log, note))
     raise HTTPException(404, f"no signed checkpoint covers entry {index} yet")
 
 
