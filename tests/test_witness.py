@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -427,3 +430,58 @@ def test_bad_input_exits_2(tmp_path: Path) -> None:
     assert CosignatureVerifier(vkey).vkey == vkey
     assert Cosigner(out.read_text().strip()).vkey == vkey
     assert run("witness", "keygen", "--name", "x", "--out", str(out)).exit_code == 2
+
+
+# --------------------------------------------------------------------------- independent check
+
+GO_SOURCE = Path(__file__).parent / "go" / "cosigverify"
+GO_PATH = "/usr/share/gocode"  # Debian's golang-golang-x-mod-dev
+
+
+@pytest.fixture(scope="module")
+def go_verifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/go/cosigverify built with Go's golang.org/x/mod/sumdb/note."""
+    go = shutil.which("go")
+    note_package = Path(GO_PATH) / "src" / "golang.org" / "x" / "mod" / "sumdb" / "note"
+    if go is None or not note_package.is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but go or golang.org/x/mod is missing (apt golang-go "
+                        "golang-golang-x-mod-dev; .ci/run installs them)")
+        pytest.skip("the independent verifier needs go and golang-golang-x-mod-dev")
+    out = tmp_path_factory.mktemp("go") / "cosigverify"
+    env = {**os.environ, "GO111MODULE": "off", "GOPATH": GO_PATH, "GOFLAGS": "",
+           "GOCACHE": str(out.parent / "cache")}
+    subprocess.run([go, "build", "-o", str(out), "."], cwd=GO_SOURCE, env=env, check=True,
+                   capture_output=True, timeout=300)
+    return out
+
+
+def test_cosigned_by_two_witnesses_verified_by_go(tmp_path: Path, go_verifier: Path,
+                                                  log_key: tuple[Signer, str]) -> None:
+    signer, vkey = log_key
+    tree = Tree(signer, entries(9))
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    care_home, care_key = make_witness(url, vkey, "witness.carehome.test/w1")
+    ngo, ngo_key = make_witness(f"sqlite:///{tmp_path / 'b.db'}", vkey, "witness.ngo.test/w1")
+    lines = [w.add_checkpoint(tree.body(0)).body for w in (care_home, ngo)]
+    cosigned = tmp_path / "cosigned.txt"
+    cosigned.write_text(tree.note() + "".join(lines))
+    keys = [vkey, care_key.vkey, ngo_key.vkey]
+    result = subprocess.run([str(go_verifier), str(cosigned), *keys], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert sorted(line.split()[0] for line in result.stdout.splitlines()) == [
+        "witness.carehome.test/w1", "witness.ngo.test/w1"]
+    # the same cosignature lines on a forked checkpoint of the same size: Go refuses too
+    forked = tmp_path / "forked.txt"
+    forked.write_text(Tree(signer, entries(9, "forked")).note() + "".join(lines))
+    result = subprocess.run([str(go_verifier), str(forked), *keys], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 1
+    # one witness only: the other's cosignature is missing
+    single = tmp_path / "single.txt"
+    single.write_text(tree.note() + lines[0])
+    assert subprocess.run([str(go_verifier), str(single), *keys], capture_output=True,
+                          timeout=60).returncode == 1
+    care_home.state.close()
+    ngo.state.close()
