@@ -62,6 +62,7 @@ MAX_SIGNATURES = 100
 _SIG_PREFIX = "\u2014 "  # em dash, space
 _PRIVATE_PREFIX = "PRIVATE+KEY+"
 _HEX8 = re.compile(r"[0-9a-fA-F]{8}")
+_CONTROL = re.compile("[\x00-\x09\x0b-\x1f]")
 _B64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 
 # Unicode White_Space, which is what Go's unicode.IsSpace (used by the reference
@@ -190,11 +191,12 @@ def _decode_text(note: str | bytes) -> str:
         raise MalformedNoteError(
             f"malformed note: expected str or bytes, not {type(note).__name__}"
         )
-    for ch in text:
-        if ord(ch) < 0x20 and ch != "\n":
-            raise MalformedNoteError(
-                f"malformed note: control character U+{ord(ch):04X} (only newline is allowed)"
-            )
+    control = _CONTROL.search(text)
+    if control is not None:
+        raise MalformedNoteError(
+            f"malformed note: control character U+{ord(control.group()):04X} "
+            "(only newline is allowed)"
+        )
     return text
 
 
