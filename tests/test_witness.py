@@ -485,3 +485,45 @@ def test_cosigned_by_two_witnesses_verified_by_go(tmp_path: Path, go_verifier: P
                           timeout=60).returncode == 1
     care_home.state.close()
     ngo.state.close()
+
+
+def test_serve_submits_every_checkpoint_and_serves_the_witnessed_one(
+        tmp_path: Path, log_key: tuple[Signer, str], witnesses: list[Running]) -> None:
+    from flowguard.audit.entries import generate_pseudonym_key
+    from flowguard.server.app import ServerConfig, create_app
+    from flowguard.server.tokens import new_token
+
+    signer, _ = log_key
+    key_file = tmp_path / "log.key"
+    write_secret(key_file, "PRIVATE+KEY+" + _skey_of(signer) + "\n")
+    pseudonym_key = tmp_path / "pseudonym.key"
+    generate_pseudonym_key(pseudonym_key)
+    secret, digest = new_token()
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(f'{{"tokens": [{{"id": "auditor", "hash": "{digest}", '
+                      '"organization": "aalborg-kommune", "scopes": ["audit:read"]}]}',
+                      encoding="utf-8")
+    config = ServerConfig(
+        policy=str(Path(__file__).parent.parent / "policies" / "aalborg-aktiv"),
+        tokens=str(tokens), audit=f"sqlite:///{tmp_path / 'audit.db'}", log_key=str(key_file),
+        pseudonym_key=str(pseudonym_key),
+        witnesses=tuple(f"{w.url}={w.vkey}" for w in witnesses), witness_quorum=2)
+    headers = {"Authorization": f"Bearer {secret}"}
+    app = create_app(config)
+    with TestClient(app) as client:
+        trail = app.state.service.trail
+        trail.log.append_encoded(entries(7))
+        trail.log.checkpoint()
+        shown = ""
+        for _ in range(250):
+            answer = client.get("/v1/audit/checkpoint", headers=headers)
+            shown = answer.text
+            if answer.status_code == 200 and shown.split("\n")[1] == str(trail.log.size):
+                break
+            time.sleep(0.02)
+    found = verify_cosignatures(shown, [CosignatureVerifier(w.vkey) for w in witnesses])
+    assert len(found) == 2, shown
+    assert Checkpoint.parse(parse_note(shown).text).size == 8  # the policy text, then 7
+    with pytest.raises(Exception, match="--witness needs --audit"):
+        create_app(ServerConfig(policy=config.policy, tokens=config.tokens,
+                                witnesses=config.witnesses))

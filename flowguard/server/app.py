@@ -78,6 +78,8 @@ class ServerConfig:
     replay_window_seconds: float = 600.0
     checkpoint_every: int = 1000
     checkpoint_seconds: float = 60.0
+    witnesses: tuple[str, ...] = ()
+    witness_quorum: int = 0
 
 
 # --------------------------------------------------------------------------- bodies
@@ -270,6 +272,17 @@ class Service:
             self.trail.record_policy(policy)
         self.replays = _ReplayGuard(config.replay_window_seconds)
         self.batcher = _AuditBatcher(self.trail) if self.trail is not None else None
+        self.witnesses = None
+        if config.witnesses and self.trail is None:
+            from flowguard.errors import Diagnostic
+
+            raise InputError([Diagnostic("--witness needs --audit (the log to witness)",
+                                         "--witness")])
+        if config.witnesses and self.trail is not None:
+            from flowguard.witness.collector import WitnessCollector
+
+            self.witnesses = WitnessCollector(self.trail.log, config.witnesses,
+                                              config.witness_quorum)
         self._reload_lock = asyncio.Lock()
 
     @property
@@ -385,7 +398,10 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
         # SIGHUP reloads the policy (only where the loop runs in the main thread)
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(state.reload()))
+        collecting = loop.create_task(state.witnesses.run()) if state.witnesses else None
         yield
+        if collecting is not None:
+            collecting.cancel()
         await state.close()
 
     app = FastAPI(
@@ -606,7 +622,9 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
         """The latest signed checkpoint (C2SP tlog-checkpoint signed note)."""
         from flowguard.audit.cosigned import latest_cosigned
 
-        note = await asyncio.to_thread(latest_cosigned, _trail().log)
+        trail = _trail()
+        note = await asyncio.to_thread(state.witnesses.latest if state.witnesses
+                                       else lambda: latest_cosigned(trail.log))
         if note is None:
             raise HTTPException(404, "no checkpoint has been signed yet")
         return PlainTextResponse(note)

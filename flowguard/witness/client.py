@@ -136,12 +136,13 @@ def _accept(log: AuditLog, note: str, size: int, target: WitnessTarget,
 
 
 def collect_cosignatures(log: AuditLog, targets: Sequence[WitnessTarget],
-                         timeout: float = 10.0) -> tuple[str, list[WitnessResult]]:
+                         timeout: float = 10.0, *, sign: bool = True
+                         ) -> tuple[str, list[WitnessResult]]:
     """Submit the latest checkpoint to every witness (signing one that covers the whole log
-    first when the log has a key and the latest does not). Returns the checkpoint note and
-    each witness's outcome."""
+    first when `sign`, the log has a key and the latest does not). Returns the checkpoint
+    note and each witness's outcome."""
     note = log.latest_checkpoint()
-    if log.signer is not None and (note is None or _size(note) < log.size):
+    if sign and log.signer is not None and (note is None or _size(note) < log.size):
         note = log.checkpoint()
     if note is None:
         raise ValueError("the log has no checkpoint")
