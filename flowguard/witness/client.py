@@ -109,12 +109,16 @@ def request_cosignature(log: AuditLog, note: str, target: WitnessTarget,
                                      f"size {theirs}: the log was forked")
             old = theirs
             continue
-        words = {400: "malformed request", 403: "the witness does not accept the log's key",
+        words = {400: "the witness found the request malformed",
+                 403: "the witness does not accept the log's key",
                  404: "the witness does not know this log",
-                 422: "the consistency proof was refused: the log does not extend what the "
-                      "witness cosigned (a fork or a rewrite)"}
+                 422: "the log does not extend what the witness cosigned (a fork or a "
+                      "rewrite)"}
         detail = _printable(text)
-        return WitnessResult(target, False, f"HTTP {status}: {words.get(status, 'refused')}"
+        if status in words:
+            said = f" ({detail})" if status == 400 and detail else ""
+            return WitnessResult(target, False, f"HTTP {status}: {words[status]}{said}")
+        return WitnessResult(target, False, f"HTTP {status}"
                              + (f" ({detail})" if detail else ""))
     return WitnessResult(target, False, "the witness's size kept changing")
 
