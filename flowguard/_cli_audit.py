@@ -186,11 +186,20 @@ def keys_generate(name: str, out_file: str) -> None:
 
     To rotate keys, generate a new key with the same name: checkpoints signed from then on
     use it, and auditors verify with both verifier keys."""
+    from flowguard.audit.note import generate_key
+
+    write_new_key(generate_key, name, out_file)
+
+
+def write_new_key(generate: Callable[[str], tuple[str, str]], name: str,
+                  out_file: str) -> None:
+    """Generate a key pair named `name`, write the private key (mode 0600, never over an
+    existing file) and print the verifier key."""
     from flowguard.audit.entries import write_secret
-    from flowguard.audit.note import KeyFormatError, generate_key
+    from flowguard.audit.note import KeyFormatError
 
     try:
-        skey, vkey = generate_key(name)
+        skey, vkey = generate(name)
     except KeyFormatError as exc:
         _bad(str(exc), "--name", code="key")
     try:

@@ -68,21 +68,10 @@ def witness_keygen(name: str, out_file: str) -> None:
     """Create an Ed25519 witness key and print its verifier key (C2SP tlog-cosignature,
     type 0x04), which the log and its auditors pass as --witness URL=VKEY and
     --witness-vkey."""
+    from flowguard._cli_audit import write_new_key
     from flowguard.audit.cosignature import generate_cosigner_key
-    from flowguard.audit.entries import write_secret
-    from flowguard.audit.note import KeyFormatError
 
-    try:
-        skey, vkey = generate_cosigner_key(name)
-    except KeyFormatError as exc:
-        _bad(str(exc), "--name", code="key")
-    try:
-        write_secret(Path(out_file), skey + "\n")
-    except InputError as exc:
-        fail_input(exc)
-    except OSError as exc:
-        _bad(f"cannot write the key file: {exc.strerror}", out_file, code="file")
-    click.echo(vkey)
+    write_new_key(generate_cosigner_key, name, out_file)
 
 
 def _logs(values: Sequence[str]) -> dict[str, list[Any]]:

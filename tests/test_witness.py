@@ -50,8 +50,6 @@ from flowguard.witness.app import create_witness_app
 from flowguard.witness.service import Witness
 from flowguard.witness.state import WitnessState
 
-from .conftest import postgres_schema
-
 ORIGIN = "audit.aalborg.test/flowguard"
 DATA = Path(__file__).parent / "data" / "cosignature"
 
@@ -97,13 +95,10 @@ def log_key() -> tuple[Signer, str]:
     return Signer(skey), vkey
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'witness.db'}"
-    else:
-        with postgres_schema() as url:
-            yield url
+@pytest.fixture
+def state_url(store_url: str) -> str:
+    """Witness state on SQLite and on PostgreSQL (conftest's empty databases)."""
+    return store_url
 
 
 def make_witness(url: str, log_vkey: str, name: str = "witness.carehome.test/w1"
