@@ -475,16 +475,25 @@ def audit_prove(audit_url: str, index: int, size: int | None) -> None:
                    "is read from --audit.")
 @click.option("--audit", "audit_url", envvar="FLOWGUARD_AUDIT",
               help="Read the entry from this log when --entry is not given.")
+@click.option("--witness-vkey", "witness_vkeys", multiple=True,
+              help="A witness's verifier key (repeatable): with --quorum, require its "
+                   "cosignature on the receipt's checkpoint.")
+@click.option("--quorum", type=click.IntRange(0), default=0, show_default=True,
+              help="Fail unless the receipt's checkpoint carries valid cosignatures by at "
+                   "least this many distinct --witness-vkey keys.")
 def audit_verify_receipt(receipt_file: str, vkeys: Sequence[str], entry_file: str | None,
-                         audit_url: str | None) -> None:
+                         audit_url: str | None, witness_vkeys: Sequence[str] = (),
+                         quorum: int = 0) -> None:
     """Check a receipt offline: the checkpoint's signature and the entry's inclusion
     proof. Exit 0 when it proves the entry, 1 when it does not."""
+    from flowguard._cli_witness import witness_quorum
     from flowguard.audit.checkpoint import CheckpointError
     from flowguard.audit.merkle import MerkleError
     from flowguard.audit.note import NoteError
     from flowguard.audit.receipt import ReceiptError, parse_receipt, verify_receipt
 
     verifiers = _verifiers(vkeys)
+    require_quorum = witness_quorum(witness_vkeys, quorum, False)
     text = _read_text(receipt_file, "receipt")
     try:
         receipt = parse_receipt(text)
@@ -507,10 +516,13 @@ def audit_verify_receipt(receipt_file: str, vkeys: Sequence[str], entry_file: st
     except (ReceiptError, NoteError, CheckpointError, MerkleError, ValueError) as exc:
         _failed([Diagnostic(f"the receipt does not prove the entry: {exc}", receipt_file,
                             code="receipt")], "FAILED: the receipt does not verify")
+    quorum_line = require_quorum([(0, receipt.checkpoint_note)], receipt_file)
     checkpoint = verified.checkpoint
     out.print(f"OK: entry {verified.index} is in the log {checkpoint.origin} of "
               f"{checkpoint.size} entries (signed checkpoint, root "
               f"{_b64(checkpoint.root_hash)})", markup=False)
+    if quorum_line:
+        out.print(quorum_line, markup=False)
 
 
 def _b64(data: bytes) -> str:

@@ -389,6 +389,22 @@ def test_municipality_care_home_and_ngo(tmp_path: Path, log_key: tuple[Signer, s
     result = run("audit", "verify-receipt", str(tmp_path / "receipt.txt"), "--vkey", vkey,
                  "--audit", honest)
     assert result.exit_code == 0, result.output  # the log's verifier ignores witness lines
+    witness_keys = [f"--witness-vkey={w.vkey}" for w in witnesses]
+    result = run("audit", "verify-receipt", str(tmp_path / "receipt.txt"), "--vkey", vkey,
+                 "--audit", honest, *witness_keys, "--quorum", "2")
+    assert result.exit_code == 0 and "cosigned by at least 2" in result.output
+    bare = _strip_cosignatures(receipt)
+    (tmp_path / "bare.txt").write_text(bare)
+    result = run("audit", "verify-receipt", str(tmp_path / "bare.txt"), "--vkey", vkey,
+                 "--audit", honest, *witness_keys, "--quorum", "2")
+    assert result.exit_code == 1 and "0 valid cosignature(s)" in result.output
+    # an exported copy: the checkpoint files carry the cosignatures
+    export = tmp_path / "export.txt"
+    export.write_bytes(run("audit", "export", "--audit", honest).stdout_bytes)
+    (tmp_path / "cp.txt").write_text(run("audit", "checkpoint", "--audit", honest).output)
+    result = run("audit", "verify", "--entries", str(export), "--checkpoint",
+                 str(tmp_path / "cp.txt"), "--vkey", vkey, *witness_keys, "--quorum", "2")
+    assert result.exit_code == 0, result.output
 
     # a rewritten log (same key, other entries) and a truncated one are refused
     rewritten = make_log(tmp_path / "rewritten.db", key_file, entries(30, "rewritten"))
@@ -403,6 +419,11 @@ def test_municipality_care_home_and_ngo(tmp_path: Path, log_key: tuple[Signer, s
     assert run("audit", "verify", "--audit", truncated, *quorum).exit_code == 1
     # the honest log still passes
     assert run("audit", "verify", "--audit", honest, *quorum).exit_code == 0
+
+
+def _strip_cosignatures(text: str) -> str:
+    return "".join(line for line in text.splitlines(keepends=True)
+                   if not line.startswith("\u2014 witness."))
 
 
 def _skey_of(signer: Signer) -> str:
