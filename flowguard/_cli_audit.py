@@ -23,6 +23,7 @@ from rich.table import Table
 
 from flowguard._cli_common import EXIT_DENY, err, fail_input, out
 from flowguard._cli_registry import parse_time
+from flowguard._cli_witness import witness_quorum_options
 from flowguard.errors import Diagnostic, InputError
 from flowguard.store._db import redact_url
 
@@ -328,12 +329,7 @@ def audit_export(audit_url: str, start: int, end: int | None) -> None:
               help="Also check that every entry is canonical JSON naming its subject only "
                    "by pseudonym: a check of the writer, not of tampering (which the tree "
                    "catches); about a third of the speed.")
-@click.option("--witness-vkey", "witness_vkeys", multiple=True,
-              help="A witness's verifier key (repeatable): with --quorum, require its "
-                   "cosignatures.")
-@click.option("--quorum", type=click.IntRange(0), default=0, show_default=True,
-              help="Fail unless the latest checkpoint carries valid cosignatures by at least "
-                   "this many distinct --witness-vkey keys.")
+@witness_quorum_options("the latest checkpoint")
 @click.option("--all-checkpoints", is_flag=True,
               help="With --quorum: require the quorum on every checkpoint, not only the latest.")
 def audit_verify(audit_url: str | None, vkeys: Sequence[str], since_file: str | None,
@@ -475,12 +471,7 @@ def audit_prove(audit_url: str, index: int, size: int | None) -> None:
                    "is read from --audit.")
 @click.option("--audit", "audit_url", envvar="FLOWGUARD_AUDIT",
               help="Read the entry from this log when --entry is not given.")
-@click.option("--witness-vkey", "witness_vkeys", multiple=True,
-              help="A witness's verifier key (repeatable): with --quorum, require its "
-                   "cosignature on the receipt's checkpoint.")
-@click.option("--quorum", type=click.IntRange(0), default=0, show_default=True,
-              help="Fail unless the receipt's checkpoint carries valid cosignatures by at "
-                   "least this many distinct --witness-vkey keys.")
+@witness_quorum_options("the receipt's checkpoint")
 def audit_verify_receipt(receipt_file: str, vkeys: Sequence[str], entry_file: str | None,
                          audit_url: str | None, witness_vkeys: Sequence[str] = (),
                          quorum: int = 0) -> None:

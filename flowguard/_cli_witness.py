@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from flowguard._cli_common import EXIT_DENY, err, fail_input, out
 from flowguard.errors import Diagnostic, InputError
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def _bad(message: str, place: str = "<options>", code: str = "invalid",
@@ -164,6 +166,17 @@ def audit_witness(audit_url: str, witnesses: Sequence[str], log_key: str | None,
               f"{len(results)} witnesses cosigned", markup=False)
     if refused:
         sys.exit(EXIT_DENY)
+
+
+def witness_quorum_options(what: str) -> Callable[[_F], _F]:
+    """`--witness-vkey VKEY ... --quorum N` on a command that checks `what`."""
+    def decorate(func: _F) -> _F:
+        func = click.option("--quorum", type=click.IntRange(0), default=0, show_default=True,
+                            help=f"Fail unless {what} carries valid cosignatures by at least "
+                                 "this many distinct --witness-vkey keys.")(func)
+        return click.option("--witness-vkey", "witness_vkeys", multiple=True,
+                            help="A witness's verifier key (repeatable), for --quorum.")(func)
+    return decorate
 
 
 def witness_quorum(vkeys: Sequence[str], quorum: int, all_checkpoints: bool) -> Any:

@@ -28,16 +28,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from flowguard.audit.note import (
-    _HEX8,
     _PRIVATE_PREFIX,
     BadSignatureError,
     KeyFormatError,
     Signature,
-    _b64decode,
     _b64encode,
     _check_name,
     key_id,
     parse_note,
+    split_key,
 )
 
 __all__ = [
@@ -67,21 +66,9 @@ def cosignature_message(checkpoint_text: str, timestamp: int) -> bytes:
 
 
 def _parse_key(key: str, what: str, alg: int) -> tuple[str, int, bytes]:
-    name, _, rest = key.partition("+")
-    hex_id, _, key64 = rest.partition("+")
-    _check_name(name)
-    if not _HEX8.fullmatch(hex_id):
-        raise KeyFormatError(f"{what} {name!r}: key ID must be 8 hex digits")
-    try:
-        raw = _b64decode(key64)
-    except ValueError:
-        raise KeyFormatError(f"{what} {name!r}: key is not valid base64") from None
-    if len(raw) != 33 or raw[0] != alg:
-        found = f"0x{raw[0]:02x}" if raw else "none"
-        raise KeyFormatError(
-            f"{what} {name!r}: not an Ed25519 cosignature key (type 0x{alg:02x} and 32 bytes "
-            f"expected, found type {found} and {max(len(raw) - 1, 0)} bytes)")
-    return name, int(hex_id, 16), raw[1:]
+    material = "seed" if what == "cosigner key" else "key"
+    return split_key(key, what, alg=alg, material=material,
+                     supported=f"Ed25519 cosignatures, 0x{alg:02x},")
 
 
 class CosignatureVerifier:
