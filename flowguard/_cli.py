@@ -29,6 +29,7 @@ from flowguard._cli_common import (
 from flowguard._cli_design import COMMANDS as DESIGN_COMMANDS
 from flowguard._cli_registry import consent, guardianship, parse_time, registry, subject
 from flowguard._cli_serve import serve, token
+from flowguard._cli_witness import audit_witness, witness
 from flowguard._loading import Collector
 from flowguard._source import SourceError, parse_documents, read_text
 from flowguard.engine import Engine, as_flow, explain
@@ -326,6 +327,8 @@ def _demo_withdrawal(example: Path, url: str) -> None:
 for _group in (registry, consent, subject, guardianship, serve, token, keys, audit,
                *DESIGN_COMMANDS):
     cli.add_command(_group)
+cli.add_command(witness)
+audit.add_command(audit_witness)
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from rich.table import Table
 
 from flowguard._cli_common import EXIT_DENY, err, fail_input, out
 from flowguard._cli_registry import parse_time
+from flowguard._cli_witness import witness_quorum_options
 from flowguard.errors import Diagnostic, InputError
 from flowguard.store._db import redact_url
 
@@ -186,11 +187,20 @@ def keys_generate(name: str, out_file: str) -> None:
 
     To rotate keys, generate a new key with the same name: checkpoints signed from then on
     use it, and auditors verify with both verifier keys."""
+    from flowguard.audit.note import generate_key
+
+    write_new_key(generate_key, name, out_file)
+
+
+def write_new_key(generate: Callable[[str], tuple[str, str]], name: str,
+                  out_file: str) -> None:
+    """Generate a key pair named `name`, write the private key (mode 0600, never over an
+    existing file) and print the verifier key."""
     from flowguard.audit.entries import write_secret
-    from flowguard.audit.note import KeyFormatError, generate_key
+    from flowguard.audit.note import KeyFormatError
 
     try:
-        skey, vkey = generate_key(name)
+        skey, vkey = generate(name)
     except KeyFormatError as exc:
         _bad(str(exc), "--name", code="key")
     try:
@@ -270,7 +280,9 @@ def audit_checkpoint(audit_url: str, sign: bool, log_key: str | None) -> None:
             err.print("the log has no checkpoint yet; sign one with `flowguard audit "
                       "checkpoint --sign --log-key FILE`", markup=False)
             sys.exit(EXIT_DENY)
-        click.echo(latest, nl=False)
+        from flowguard.audit.cosigned import with_cosignatures
+
+        click.echo(with_cosignatures(log, latest), nl=False)
 
 
 @audit.command("export")
@@ -317,9 +329,14 @@ def audit_export(audit_url: str, start: int, end: int | None) -> None:
               help="Also check that every entry is canonical JSON naming its subject only "
                    "by pseudonym: a check of the writer, not of tampering (which the tree "
                    "catches); about a third of the speed.")
+@witness_quorum_options("the latest checkpoint")
+@click.option("--all-checkpoints", is_flag=True,
+              help="With --quorum: require the quorum on every checkpoint, not only the latest.")
 def audit_verify(audit_url: str | None, vkeys: Sequence[str], since_file: str | None,
                  entries_file: str | None, checkpoint_files: Sequence[str],
-                 show_progress: bool | None, check_entries: bool) -> None:
+                 show_progress: bool | None, check_entries: bool,
+                 witness_vkeys: Sequence[str] = (), quorum: int = 0,
+                 all_checkpoints: bool = False) -> None:
     """Recompute the whole tree from the entries and check every checkpoint's signature
     and root, their consistency, the stored tree and the entries' form.
 
@@ -327,6 +344,9 @@ def audit_verify(audit_url: str | None, vkeys: Sequence[str], since_file: str | 
     from flowguard.audit.verify import AuditVerifyError, VerifyReport, verify_entries, verify_log
 
     verifiers = _verifiers(vkeys)
+    from flowguard._cli_witness import witness_quorum
+
+    require_quorum = witness_quorum(witness_vkeys, quorum, all_checkpoints)
     since = _read_text(since_file, "kept checkpoint") if since_file else None
     report: VerifyReport
     if entries_file is not None:
@@ -342,6 +362,8 @@ def audit_verify(audit_url: str | None, vkeys: Sequence[str], since_file: str | 
                                         check_entries=check_entries)
         except AuditVerifyError as exc:
             _failed(exc.diagnostics, "FAILED: the export does not verify")
+        quorum_line = require_quorum([(i, note) for i, note in enumerate(notes)],
+                                     entries_file)
     else:
         if audit_url is None:
             _bad("give the log with --audit URL (or an export with --entries)",
@@ -351,6 +373,9 @@ def audit_verify(audit_url: str | None, vkeys: Sequence[str], since_file: str | 
                 with _progress(show_progress, log.size, "verifying") as progress:
                     report = verify_log(log, verifiers, since=since, progress=progress,
                                         check_entries=check_entries)
+                from flowguard.audit.cosigned import cosigned_checkpoints
+
+                quorum_line = require_quorum(cosigned_checkpoints(log), redact_url(audit_url))
             except AuditVerifyError as exc:
                 _failed(exc.diagnostics, "FAILED: the audit log does not verify")
             except _db_errors() as exc:
@@ -358,6 +383,8 @@ def audit_verify(audit_url: str | None, vkeys: Sequence[str], since_file: str | 
                                     redact_url(audit_url), code="store")],
                         "FAILED: the audit log does not verify")
     _print_verified(report)
+    if quorum_line:
+        out.print(quorum_line, markup=False)
 
 
 def _export_lines(path: str) -> list[bytes]:
@@ -420,6 +447,9 @@ def audit_prove(audit_url: str, index: int, size: int | None) -> None:
             _bad(f"no signed checkpoint covers entry {index} yet", "INDEX", code="range",
                  hint="sign one with `flowguard audit checkpoint --sign --log-key FILE`")
         covering, note = checkpoints[-1]
+        from flowguard.audit.cosigned import with_cosignatures
+
+        note = with_cosignatures(log, note)
         entry = log.entry(index)
         proof = log.inclusion_proof(index, covering)
         try:
@@ -441,16 +471,20 @@ def audit_prove(audit_url: str, index: int, size: int | None) -> None:
                    "is read from --audit.")
 @click.option("--audit", "audit_url", envvar="FLOWGUARD_AUDIT",
               help="Read the entry from this log when --entry is not given.")
+@witness_quorum_options("the receipt's checkpoint")
 def audit_verify_receipt(receipt_file: str, vkeys: Sequence[str], entry_file: str | None,
-                         audit_url: str | None) -> None:
+                         audit_url: str | None, witness_vkeys: Sequence[str] = (),
+                         quorum: int = 0) -> None:
     """Check a receipt offline: the checkpoint's signature and the entry's inclusion
     proof. Exit 0 when it proves the entry, 1 when it does not."""
+    from flowguard._cli_witness import witness_quorum
     from flowguard.audit.checkpoint import CheckpointError
     from flowguard.audit.merkle import MerkleError
     from flowguard.audit.note import NoteError
     from flowguard.audit.receipt import ReceiptError, parse_receipt, verify_receipt
 
     verifiers = _verifiers(vkeys)
+    require_quorum = witness_quorum(witness_vkeys, quorum, False)
     text = _read_text(receipt_file, "receipt")
     try:
         receipt = parse_receipt(text)
@@ -473,10 +507,13 @@ def audit_verify_receipt(receipt_file: str, vkeys: Sequence[str], entry_file: st
     except (ReceiptError, NoteError, CheckpointError, MerkleError, ValueError) as exc:
         _failed([Diagnostic(f"the receipt does not prove the entry: {exc}", receipt_file,
                             code="receipt")], "FAILED: the receipt does not verify")
+    quorum_line = require_quorum([(0, receipt.checkpoint_note)], receipt_file)
     checkpoint = verified.checkpoint
     out.print(f"OK: entry {verified.index} is in the log {checkpoint.origin} of "
               f"{checkpoint.size} entries (signed checkpoint, root "
               f"{_b64(checkpoint.root_hash)})", markup=False)
+    if quorum_line:
+        out.print(quorum_line, markup=False)
 
 
 def _b64(data: bytes) -> str:

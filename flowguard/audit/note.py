@@ -51,6 +51,7 @@ __all__ = [
     "open_note",
     "parse_note",
     "sign_note",
+    "split_key",
 ]
 
 ALG_ED25519 = 0x01
@@ -62,6 +63,7 @@ MAX_SIGNATURES = 100
 _SIG_PREFIX = "\u2014 "  # em dash, space
 _PRIVATE_PREFIX = "PRIVATE+KEY+"
 _HEX8 = re.compile(r"[0-9a-fA-F]{8}")
+_CONTROL = re.compile("[\x00-\x09\x0b-\x1f]")
 _B64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 
 # Unicode White_Space, which is what Go's unicode.IsSpace (used by the reference
@@ -190,15 +192,42 @@ def _decode_text(note: str | bytes) -> str:
         raise MalformedNoteError(
             f"malformed note: expected str or bytes, not {type(note).__name__}"
         )
-    for ch in text:
-        if ord(ch) < 0x20 and ch != "\n":
-            raise MalformedNoteError(
-                f"malformed note: control character U+{ord(ch):04X} (only newline is allowed)"
-            )
+    control = _CONTROL.search(text)
+    if control is not None:
+        raise MalformedNoteError(
+            f"malformed note: control character U+{ord(control.group()):04X} "
+            "(only newline is allowed)"
+        )
     return text
 
 
 # --------------------------------------------------------------------------- keys
+
+
+def split_key(key: str, what: str, *, alg: int = ALG_ED25519, material: str = "key",
+              supported: str = "Ed25519, 0x01,") -> tuple[str, int, bytes]:
+    """``<name>+<hex id>+<base64(alg || 32 bytes)>`` as (name, key ID, the 32 bytes); the
+    key ID is not checked against the key here. Raises :class:`KeyFormatError` naming
+    ``what``."""
+    name, _, rest = key.partition("+")
+    hex_id, _, key64 = rest.partition("+")
+    _check_name(name)
+    if not _HEX8.fullmatch(hex_id):
+        raise KeyFormatError(f"{what} {name!r}: key ID must be 8 hex digits")
+    try:
+        raw = _b64decode(key64)
+    except ValueError:
+        raise KeyFormatError(f"{what} {name!r}: key is not valid base64") from None
+    if not raw:
+        raise KeyFormatError(f"{what} {name!r}: empty key")
+    if raw[0] != alg:
+        raise KeyFormatError(
+            f"{what} {name!r}: unsupported signature type 0x{raw[0]:02x} "
+            f"(only {supported} is supported)"
+        )
+    if len(raw) != 33:
+        raise KeyFormatError(f"{what} {name!r}: Ed25519 {material} must be 32 bytes")
+    return name, int(hex_id, 16), raw[1:]
 
 
 class Verifier:
@@ -209,30 +238,14 @@ class Verifier:
     def __init__(self, vkey: str) -> None:
         if not isinstance(vkey, str):
             raise KeyFormatError("verifier key must be a string")
-        name, _, rest = vkey.partition("+")
-        hex_id, _, key64 = rest.partition("+")
-        _check_name(name)
-        if not _HEX8.fullmatch(hex_id):
-            raise KeyFormatError(f"verifier key {name!r}: key ID must be 8 hex digits")
-        try:
-            raw = _b64decode(key64)
-        except ValueError:
-            raise KeyFormatError(f"verifier key {name!r}: key is not valid base64") from None
-        if not raw:
-            raise KeyFormatError(f"verifier key {name!r}: empty key")
-        if raw[0] != ALG_ED25519:
+        name, kid, public_key = split_key(vkey, "verifier key")
+        if kid != key_id(name, public_key):
             raise KeyFormatError(
-                f"verifier key {name!r}: unsupported signature type 0x{raw[0]:02x} "
-                "(only Ed25519, 0x01, is supported)"
+                f"verifier key {name!r}: key ID {vkey.split('+')[1]} does not match the key"
             )
-        if len(raw) != 33:
-            raise KeyFormatError(f"verifier key {name!r}: Ed25519 key must be 32 bytes")
-        kid = int(hex_id, 16)
-        if kid != key_id(name, raw[1:]):
-            raise KeyFormatError(f"verifier key {name!r}: key ID {hex_id} does not match the key")
         self.name = name
         self.key_id = kid
-        self.public_key = raw[1:]
+        self.public_key = public_key
         self._key = Ed25519PublicKey.from_public_bytes(self.public_key)
 
     @classmethod
@@ -275,28 +288,11 @@ class Signer:
     def __init__(self, skey: str) -> None:
         if not isinstance(skey, str) or not skey.startswith(_PRIVATE_PREFIX):
             raise KeyFormatError("signer key must start with 'PRIVATE+KEY+'")
-        name, _, rest = skey[len(_PRIVATE_PREFIX) :].partition("+")
-        hex_id, _, key64 = rest.partition("+")
-        _check_name(name)
-        if not _HEX8.fullmatch(hex_id):
-            raise KeyFormatError(f"signer key {name!r}: key ID must be 8 hex digits")
-        try:
-            raw = _b64decode(key64)
-        except ValueError:
-            raise KeyFormatError(f"signer key {name!r}: key is not valid base64") from None
-        if not raw:
-            raise KeyFormatError(f"signer key {name!r}: empty key")
-        if raw[0] != ALG_ED25519:
-            raise KeyFormatError(
-                f"signer key {name!r}: unsupported signature type 0x{raw[0]:02x} "
-                "(only Ed25519, 0x01, is supported)"
-            )
-        if len(raw) != 33:
-            raise KeyFormatError(f"signer key {name!r}: Ed25519 seed must be 32 bytes")
-        key = Ed25519PrivateKey.from_private_bytes(raw[1:])
+        name, kid, seed = split_key(skey[len(_PRIVATE_PREFIX) :], "signer key", material="seed")
+        key = Ed25519PrivateKey.from_private_bytes(seed)
         public_key = key.public_key().public_bytes_raw()
-        kid = int(hex_id, 16)
         if kid != key_id(name, public_key):
+            hex_id = skey.split("+")[3]
             raise KeyFormatError(f"signer key {name!r}: key ID {hex_id} does not match the key")
         self.name = name
         self.key_id = kid

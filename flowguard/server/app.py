@@ -78,6 +78,8 @@ class ServerConfig:
     replay_window_seconds: float = 600.0
     checkpoint_every: int = 1000
     checkpoint_seconds: float = 60.0
+    witnesses: tuple[str, ...] = ()
+    witness_quorum: int = 0
 
 
 # --------------------------------------------------------------------------- bodies
@@ -270,6 +272,17 @@ class Service:
             self.trail.record_policy(policy)
         self.replays = _ReplayGuard(config.replay_window_seconds)
         self.batcher = _AuditBatcher(self.trail) if self.trail is not None else None
+        self.witnesses = None
+        if config.witnesses and self.trail is None:
+            from flowguard.errors import Diagnostic
+
+            raise InputError([Diagnostic("--witness needs --audit (the log to witness)",
+                                         "--witness")])
+        if config.witnesses and self.trail is not None:
+            from flowguard.witness.collector import WitnessCollector
+
+            self.witnesses = WitnessCollector(self.trail.log, config.witnesses,
+                                              config.witness_quorum)
         self._reload_lock = asyncio.Lock()
 
     @property
@@ -385,7 +398,10 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
         # SIGHUP reloads the policy (only where the loop runs in the main thread)
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(state.reload()))
+        collecting = loop.create_task(state.witnesses.run()) if state.witnesses else None
         yield
+        if collecting is not None:
+            collecting.cancel()
         await state.close()
 
     app = FastAPI(
@@ -604,7 +620,11 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
     async def audit_checkpoint(token: Annotated[Token, Depends(require("audit:read"))]
                                ) -> PlainTextResponse:
         """The latest signed checkpoint (C2SP tlog-checkpoint signed note)."""
-        note = await asyncio.to_thread(_trail().log.latest_checkpoint)
+        from flowguard.audit.cosigned import latest_cosigned
+
+        trail = _trail()
+        note = await asyncio.to_thread(state.witnesses.latest if state.witnesses
+                                       else lambda: latest_cosigned(trail.log))
         if note is None:
             raise HTTPException(404, "no checkpoint has been signed yet")
         return PlainTextResponse(note)
@@ -691,6 +711,7 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
 
 def _receipt(trail: AuditTrail, index: int) -> str:
     from flowguard.audit.checkpoint import Checkpoint
+    from flowguard.audit.cosigned import with_cosignatures
     from flowguard.audit.note import parse_note
     from flowguard.audit.receipt import make_receipt
 
@@ -701,7 +722,8 @@ def _receipt(trail: AuditTrail, index: int) -> str:
         if cp_size > index:
             checkpoint = Checkpoint.parse(parse_note(note).text)
             proof = trail.log.inclusion_proof(index, checkpoint.size)
-            return make_receipt(index, trail.log.entry(index), proof, note)
+            return make_receipt(index, trail.log.entry(index), proof,
+                                with_cosignatures(trail.log, note))
     raise HTTPException(404, f"no signed checkpoint covers entry {index} yet")
 
 
