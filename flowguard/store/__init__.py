@@ -35,8 +35,9 @@ def is_database_url(location: str) -> bool:
 def open_store(url: str, policy: Policy | None = None, *,
                audit: AuditTrail | None = None) -> RegistryStore:
     """A registry store on a database URL whose schema is current (`StoreError` if not);
-    with `audit`, every change is also appended to that audit trail."""
-    db = connect(url)
+    with `audit`, every change is also appended to that audit trail. Never creates a
+    database: that is `init_database`'s job."""
+    db = connect(url, create=False)
     try:
         return RegistryStore(db, policy, audit=audit)
     except Exception:

@@ -1,0 +1,54 @@
+"""Stored text, made safe to show in a terminal.
+
+Free text in the registry and the audit log (`by`, evidence, descriptions, ids read from
+files) was written by someone else: it is never interpreted. `safe` escapes every control
+character (C0 and C1, DEL, CR/LF, and the Unicode format characters that reorder or hide
+text), so it can neither forge a line nor drive the terminal (ANSI CSI, OSC hyperlinks or
+titles). `cell` also keeps rich markup in it from being interpreted where rich would
+(table cells); print plain strings with `markup=False`.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from rich.text import Text
+
+# C0 controls (incl. TAB, CR, LF, ESC), DEL, C1 controls; then Unicode line and paragraph
+# separators and the bidirectional and invisible format characters (category Cf)
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def safe(value: object, *, backslash: bool = True) -> str:
+    """`value` as one line of inert text: control and format characters escaped as
+    `\\xNN`/`\\uNNNN` (a backslash as `\\\\`, so an escape cannot be forged either;
+    `backslash=False` for text whose backslashes are escapes already)."""
+    text = str(value)
+    if text.isascii() and text.isprintable() and "\\" not in text:
+        return text  # the common case: nothing to do
+    out = []
+    for char in text:
+        if char == "\\" and backslash:
+            out.append("\\\\")
+        elif _UNSAFE.match(char) or unicodedata.category(char) in ("Cf", "Cs", "Co", "Cn"):
+            out.append(_escape(char))
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def safe_lines(text: str) -> str:
+    """A block of lines we formatted (YAML, say, whose own escapes stay as they are): each
+    line made `safe`, the line breaks kept."""
+    return "\n".join(safe(line, backslash=False) for line in text.split("\n"))
+
+
+def cell(value: object) -> Text:
+    """`value` for a rich table cell: `safe`, and never read as markup."""
+    return Text(safe(value))
