@@ -31,6 +31,7 @@ from flowguard._cli_registry import consent, guardianship, parse_time, registry,
 from flowguard._cli_serve import serve, token
 from flowguard._loading import Collector
 from flowguard._source import SourceError, parse_documents, read_text
+from flowguard._terminal import safe
 from flowguard.engine import Engine, as_flow, explain
 from flowguard.errors import Diagnostic, FlowError, InputError, RegistryError
 from flowguard.lint import lint
@@ -222,7 +223,9 @@ def test_command(files: Sequence[str], verbose: bool, registry_location: str | N
 
 @cli.command("lint")
 @click.argument("policy_path")
-@click.option("--registry", "-r", "registry_path", help="Also check a consent registry file.")
+@click.option("--registry", "-r", "registry_path",
+              help="Also check a consent registry (a file or a database URL): consents that "
+                   "would not count when given, and consents no rule can use.")
 @click.option("--strict", is_flag=True, help="Fail on warnings too.")
 @click.option("--json", "as_json", is_flag=True, help="Print diagnostics as JSON.")
 def lint_command(policy_path: str, registry_path: str | None, strict: bool,
@@ -238,7 +241,7 @@ def lint_command(policy_path: str, registry_path: str | None, strict: bool,
                                 "hint": d.hint} for d in diagnostics], indent=2))
     else:
         for d in diagnostics:
-            (err if d.severity == "error" else out).print(d.render(), markup=False)
+            (err if d.severity == "error" else out).print(safe(d.render()), markup=False)
         click.echo(f"{errors} errors, {warnings} warnings")
     sys.exit(EXIT_DENY if errors or (strict and warnings) else EXIT_OK)
 

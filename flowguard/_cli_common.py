@@ -24,8 +24,10 @@ err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 def fail_input(error: InputError) -> NoReturn:
+    from flowguard._terminal import safe
+
     for diagnostic in error.diagnostics:
-        err.print(diagnostic.render(), markup=False)
+        err.print(safe(diagnostic.render()), markup=False)
     sys.exit(EXIT_INPUT)
 
 

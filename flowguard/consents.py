@@ -210,3 +210,27 @@ def usable(engine: Engine, consent: Consent) -> bool:
                     continue
                 return True
     return False
+
+
+def registry_diagnostics(engine: Engine, source: str) -> list[Diagnostic]:
+    """`flowguard lint -r`: for every consent of the engine's registry (a file's, or a
+    database's current state), warnings of what `grant` would have warned (code: the status
+    it would have) and `unused-consent` when no consent-based permit rule can use it."""
+    from flowguard.registry import InMemoryRegistry
+
+    registry: Any = engine.registry
+    snapshot: InMemoryRegistry = registry if isinstance(registry, InMemoryRegistry) \
+        else registry.snapshot()
+    out: list[Diagnostic] = []
+    for k in sorted(snapshot.all_consents(), key=lambda c: c.id):
+        records = SubjectRecords(snapshot.subject(k.subject), (),
+                                 snapshot.guardianships_of(k.subject))
+        for problem in write_problems(consent_status(engine, k, k.given_at, records=records)):
+            out.append(Diagnostic(f"consent `{k.id}` is {problem.status}: {problem.reason}",
+                                  source, severity="warning", code=problem.status))
+        if not usable(engine, k):
+            out.append(Diagnostic(
+                f"consent `{k.id}` can never be used: no consent-based permit rule of the "
+                "policy covers any of its recipients, data, purposes and sub-processes",
+                source, severity="warning", code="unused-consent"))
+    return out

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from flowguard.model import Policy
 from flowguard.registry import InMemoryRegistry, Registry, load_registry
 from flowguard.store._db import Migration, connect, redact_url
-from flowguard.store.events import Event, consent_status
+from flowguard.store.events import Event
 from flowguard.store.registry_store import ImportSummary, RegistryStore, init_registry
 
 if TYPE_CHECKING:
@@ -19,7 +19,6 @@ __all__ = [
     "Event",
     "ImportSummary",
     "RegistryStore",
-    "consent_status",
     "init_database",
     "is_database_url",
     "open_registry",
