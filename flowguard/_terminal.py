@@ -52,3 +52,8 @@ def safe_lines(text: str) -> str:
 def cell(value: object) -> Text:
     """`value` for a rich table cell: `safe`, and never read as markup."""
     return Text(safe(value))
+
+
+def cell_lines(text: str) -> Text:
+    """A block of lines we formatted, for a rich table cell (`safe_lines`, no markup)."""
+    return Text(safe_lines(text))
