@@ -593,17 +593,18 @@ def consent_list(registry_url: str, policy_path: str | None, subject: str | None
                         for k, s in rows])
             return
         table = Table(show_lines=False)
-        for column in ("id", "status", "why", "given by", "recipients", "data", "purposes",
-                       "expires"):
+        table.add_column("id")
+        table.add_column("status", no_wrap=True)
+        for column in ("given by", "recipients", "data", "purposes", "expires"):
             table.add_column(column)
         for k, s in rows:
-            table.add_row(cell(k.id), cell(s.status), cell(s.reason), cell(k.given_by),
+            table.add_row(cell(k.id), cell(s.status), cell(k.given_by),
                           cell(", ".join(_selector_text(r.model_dump(exclude_none=True))
                                          for r in k.recipients)),
                           cell(", ".join(k.data)), cell(", ".join(k.purposes)),
                           cell(_iso(k.expires_at)))
         out.print(table)
-        out.print(f"{len(rows)} consents", markup=False)
+        out.print(f"{len(rows)} consents (why: `flowguard consent show ID`)", markup=False)
 
 
 def _selector_text(selector: dict[str, Any]) -> str:
