@@ -22,12 +22,14 @@ _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 def _escape(char: str) -> str:
     code = ord(char)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def safe(value: object, *, backslash: bool = True) -> str:
     """`value` as one line of inert text: control and format characters escaped as
-    `\\xNN`/`\\uNNNN` (a backslash as `\\\\`, so an escape cannot be forged either;
+    `\\xNN`/`\\uNNNN`/`\\UNNNNNNNN` (a backslash as `\\\\`, so an escape cannot be forged either;
     `backslash=False` for text whose backslashes are escapes already)."""
     text = str(value)
     if text.isascii() and text.isprintable() and "\\" not in text:
