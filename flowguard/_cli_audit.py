@@ -23,7 +23,7 @@ from rich.table import Table
 
 from flowguard._cli_common import EXIT_DENY, err, fail_input, out
 from flowguard._cli_registry import parse_time
-from flowguard._terminal import cell, safe, safe_lines
+from flowguard._terminal import cell, safe, safe_json, safe_lines
 from flowguard.errors import Diagnostic, InputError
 from flowguard.store._db import redact_url
 
@@ -614,8 +614,8 @@ def _show_json(found: Iterator[tuple[int, dict[str, Any]]]) -> None:
     click.echo("[", nl=False)
     first = True
     for index, entry in found:
-        click.echo(("\n" if first else ",\n") + json.dumps({"index": index, "entry": entry},
-                                                          ensure_ascii=False), nl=False)
+        click.echo(("\n" if first else ",\n") + safe_json(json.dumps(
+            {"index": index, "entry": entry}, ensure_ascii=False)), nl=False)
         first = False
     click.echo("\n]" if not first else "]")
 

@@ -27,7 +27,7 @@ from flowguard._cli_common import (
     report_reconciled,
 )
 from flowguard._source import SourceError, load_documents
-from flowguard._terminal import cell, safe, safe_lines
+from flowguard._terminal import cell, safe, safe_json, safe_lines
 from flowguard.consents import STATUSES, ConsentStatus, write_problems
 from flowguard.engine import Engine
 from flowguard.errors import Diagnostic, FlowguardError, InputError, RegistryError
@@ -156,7 +156,7 @@ def _iso(value: datetime | None) -> str:
 
 
 def _echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+    click.echo(safe_json(json.dumps(value, indent=2, ensure_ascii=False, default=str)))
 
 
 def _print_event(event: Event) -> None:
@@ -347,8 +347,9 @@ def registry_export(registry_url: str, fmt: str, history: bool, as_of: str | Non
             return
         if history:
             for event in view.events():
-                click.echo(json.dumps(event.model_dump(mode="json", exclude_none=True),
-                                      ensure_ascii=False, sort_keys=True))
+                click.echo(safe_json(json.dumps(event.model_dump(mode="json",
+                                                                 exclude_none=True),
+                                                ensure_ascii=False, sort_keys=True)))
             return
         snapshot = view.snapshot()
         data = {

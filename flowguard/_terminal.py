@@ -38,7 +38,7 @@ def safe(value: object, *, backslash: bool = True) -> str:
     for char in text:
         if char == "\\" and backslash:
             out.append("\\\\")
-        elif _UNSAFE.match(char) or unicodedata.category(char) in ("Cf", "Cs", "Co", "Cn"):
+        elif _unsafe(char):
             out.append(_escape(char))
         else:
             out.append(char)
@@ -59,3 +59,27 @@ def cell(value: object) -> Text:
 def cell_lines(text: str) -> Text:
     """A block of lines we formatted, for a rich table cell (`safe_lines`, no markup)."""
     return Text(safe_lines(text))
+
+
+def _unsafe(char: str) -> bool:
+    return bool(_UNSAFE.match(char)) or unicodedata.category(char) in ("Cf", "Cs", "Co", "Cn")
+
+
+def safe_json(text: str) -> str:
+    """JSON text (`json.dumps(..., ensure_ascii=False)`) with every control or format
+    character escaped the JSON way (`\\u009b`, surrogate pairs above U+FFFF): the same JSON,
+    inert in a terminal. Outside strings JSON has only ASCII, so only strings change."""
+    if text.isascii() and text.isprintable():
+        return text
+    out = []
+    for char in text:
+        if char != "\n" and _unsafe(char):
+            code = ord(char)
+            if code < 0x10000:
+                out.append(f"\\u{code:04x}")
+            else:
+                code -= 0x10000
+                out.append(f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}")
+        else:
+            out.append(char)
+    return "".join(out)

@@ -5,6 +5,7 @@ written, by `consent history`, `consent show`, `audit show` and the rest."""
 from __future__ import annotations
 
 import io
+import json
 import re
 import unicodedata
 from itertools import count
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from flowguard._cli import cli
-from flowguard._terminal import cell, safe, safe_lines
+from flowguard._terminal import cell, safe, safe_json, safe_lines
 from flowguard.audit.entries import generate_pseudonym_key
 
 from .conftest import EXAMPLES
@@ -72,6 +73,14 @@ def test_yaml_shown_with_safe_lines_cannot_forge_a_key(text: str) -> None:
     assert sum(line.startswith("b:") for line in shown.splitlines()) == 1
 
 
+@given(st.dictionaries(hostile, st.one_of(hostile, st.lists(hostile, max_size=3)),
+                       max_size=4))
+def test_json_output_is_the_same_json_and_inert(value: dict[str, object]) -> None:
+    shown = safe_json(json.dumps(value, indent=2, ensure_ascii=False))
+    assert json.loads(shown) == value
+    assert _unsafe(shown.replace("\n", "")) == []
+
+
 def run(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
@@ -106,6 +115,9 @@ def test_consent_history_and_show_print_stored_text_inert(url: str) -> None:
     assert history.output.count("\n") == 2  # one line per event
     shown = run("consent", "show", "k-evil", "-r", url, "-p", str(AALBORG))
     _assert_inert(shown.output)
+    as_json = run("consent", "history", "k-evil", "-r", url, "--json")
+    assert "\x1b" not in as_json.output and "\x9b" not in as_json.output
+    assert json.loads(as_json.output)[0]["by"] == NASTY  # the same data, escaped as JSON
 
 
 def test_audit_show_prints_stored_text_inert(url: str, tmp_path: Path) -> None:
