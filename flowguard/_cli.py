@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from flowguard._cli_audit import audit, keys
@@ -32,6 +33,7 @@ from flowguard._cli_serve import serve, token
 from flowguard._cli_witness import audit_witness, witness
 from flowguard._loading import Collector
 from flowguard._source import SourceError, parse_documents, read_text
+from flowguard._terminal import cell, cell_lines, safe
 from flowguard.engine import Engine, as_flow, explain
 from flowguard.errors import Diagnostic, FlowError, InputError, RegistryError
 from flowguard.lint import lint
@@ -189,12 +191,19 @@ def check(flow_file: str | None, policy_path: str, registry_path: str | None,
 # --------------------------------------------------------------------------- test
 
 def _print_suite(result: SuiteResult, verbose: bool) -> None:
+    """A failing case: its file and line, number (from 1) and name, expected vs actual,
+    and the decision explained."""
     for r in result.results:
+        where = f"{result.file}:{r.line}" if r.line is not None else result.file
+        name = escape(safe(r.case.name))
         if r.passed:
             if verbose:
-                out.print(f"[green]PASS[/] {r.case.name}", markup=True)
+                out.print(f"[green]PASS[/] {escape(where)}: case {r.number} {name}")
         else:
-            out.print(f"[red]FAIL[/] {result.file}: {r.case.name}: " + "; ".join(r.problems))
+            out.print(f"[red]FAIL[/] {escape(where)}: case {r.number} {name}: "
+                      + escape(safe("; ".join(r.problems))))
+            for line in r.explanation:
+                out.print(f"       {safe(line)}", markup=False)
 
 
 @cli.command("test")
@@ -210,7 +219,7 @@ def test_command(files: Sequence[str], verbose: bool, registry_location: str | N
         _print_suite(result, verbose)
     for error in errors:
         for diagnostic in error.diagnostics:
-            err.print(diagnostic.render(), markup=False)
+            err.print(safe(diagnostic.render()), markup=False)
     passed = sum(r.passed for r in results)
     failed = sum(r.failed for r in results)
     click.echo(f"{passed} passed, {failed} failed")
@@ -223,7 +232,9 @@ def test_command(files: Sequence[str], verbose: bool, registry_location: str | N
 
 @cli.command("lint")
 @click.argument("policy_path")
-@click.option("--registry", "-r", "registry_path", help="Also check a consent registry file.")
+@click.option("--registry", "-r", "registry_path",
+              help="Also check a consent registry (a file or a database URL): consents that "
+                   "would not count when given, and consents no rule can use.")
 @click.option("--strict", is_flag=True, help="Fail on warnings too.")
 @click.option("--json", "as_json", is_flag=True, help="Print diagnostics as JSON.")
 def lint_command(policy_path: str, registry_path: str | None, strict: bool,
@@ -239,7 +250,7 @@ def lint_command(policy_path: str, registry_path: str | None, strict: bool,
                                 "hint": d.hint} for d in diagnostics], indent=2))
     else:
         for d in diagnostics:
-            (err if d.severity == "error" else out).print(d.render(), markup=False)
+            (err if d.severity == "error" else out).print(safe(d.render()), markup=False)
         click.echo(f"{errors} errors, {warnings} warnings")
     sys.exit(EXIT_DENY if errors or (strict and warnings) else EXIT_OK)
 
@@ -284,8 +295,8 @@ def demo(examples: str) -> None:
             for r in result.results:
                 d = r.decision
                 colour = "green" if d.permit else "red"
-                table.add_row(r.case.name, f"[{colour}]{d.decision}[/] {d.reason}",
-                              "\n".join(explain(d)))
+                table.add_row(cell(r.case.name), f"[{colour}]{d.decision}[/] {d.reason}",
+                              cell_lines("\n".join(explain(d))))
             out.print(table)
         if "aalborg-aktiv" in stores:
             _demo_withdrawal(Path(examples) / "aalborg-aktiv", stores["aalborg-aktiv"])

@@ -24,6 +24,7 @@ from rich.table import Table
 from flowguard._cli_common import EXIT_DENY, err, fail_input, out
 from flowguard._cli_registry import parse_time
 from flowguard._cli_witness import witness_quorum_options
+from flowguard._terminal import cell, safe, safe_json, safe_lines
 from flowguard.errors import Diagnostic, InputError
 from flowguard.store._db import redact_url
 
@@ -43,7 +44,7 @@ def _bad(message: str, place: str = "<options>", code: str = "invalid",
 
 def _failed(diagnostics: Sequence[Diagnostic], summary: str) -> NoReturn:
     for diagnostic in diagnostics:
-        err.print(diagnostic.render(), markup=False)
+        err.print(safe(diagnostic.render()), markup=False)
     err.print(summary, markup=False)
     sys.exit(EXIT_DENY)
 
@@ -641,7 +642,7 @@ def audit_show(audit_url: str, since: str | None, until: str | None, outcome: st
         count = 0
         for index, entry in found:
             count += 1
-            table.add_row(*_row(index, entry))
+            table.add_row(*(cell(value) for value in _row(index, entry)))
         out.print(table)
         out.print(f"{count} entries", markup=False)
 
@@ -650,8 +651,8 @@ def _show_json(found: Iterator[tuple[int, dict[str, Any]]]) -> None:
     click.echo("[", nl=False)
     first = True
     for index, entry in found:
-        click.echo(("\n" if first else ",\n") + json.dumps({"index": index, "entry": entry},
-                                                          ensure_ascii=False), nl=False)
+        click.echo(("\n" if first else ",\n") + safe_json(json.dumps(
+            {"index": index, "entry": entry}, ensure_ascii=False)), nl=False)
         first = False
     click.echo("\n]" if not first else "]")
 
@@ -724,9 +725,9 @@ def audit_replay(audit_url: str, registry_url: str, pseudonym_key: str,
     finally:
         store.close()
     for problem in report.problems:
-        err.print(f"{redact_url(audit_url)}: error: {problem.message}", markup=False)
+        err.print(f"{redact_url(audit_url)}: error: {safe(problem.message)}", markup=False)
     for difference in report.differences:
-        out.print(f"DIFFERS {difference.summary}", markup=False)
+        out.print(f"DIFFERS {safe(difference.summary)}", markup=False)
         for name in difference.fields:
             out.print(f"  {name}: recorded {json.dumps(difference.recorded[name])}",
                       markup=False)
@@ -854,7 +855,7 @@ def audit_access_report(audit_url: str, subject: str, pseudonym_key: str,
                 handle.write(page)
         except OSError as exc:
             _bad(f"cannot write the report: {exc.strerror}", html_file, code="file")
-    click.echo(render_access_text(report), nl=False)
+    click.echo(safe_lines(render_access_text(report)), nl=False)
 
 
 __all__ = ["audit", "keys"]

@@ -19,13 +19,15 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 EXIT_OK, EXIT_DENY, EXIT_INPUT = 0, 1, 2
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 def fail_input(error: InputError) -> NoReturn:
+    from flowguard._terminal import safe
+
     for diagnostic in error.diagnostics:
-        err.print(diagnostic.render(), markup=False)
+        err.print(safe(diagnostic.render()), markup=False)
     sys.exit(EXIT_INPUT)
 
 

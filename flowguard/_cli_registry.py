@@ -19,6 +19,7 @@ from rich.table import Table
 from flowguard._cli_common import (
     audit_options,
     close_trail,
+    err,
     fail_input,
     open_trail,
     out,
@@ -26,14 +27,16 @@ from flowguard._cli_common import (
     report_reconciled,
 )
 from flowguard._source import SourceError, load_documents
+from flowguard._terminal import cell, safe, safe_json, safe_lines
+from flowguard.consents import STATUSES, ConsentStatus, write_problems
+from flowguard.engine import Engine
 from flowguard.errors import Diagnostic, FlowguardError, InputError, RegistryError
 from flowguard.model import Bound, Consent, Evidence, Guardianship, Policy
 from flowguard.policy import load_policy
-from flowguard.registry import InMemoryRegistry, load_registry
+from flowguard.registry import InMemoryRegistry, SubjectRecords, load_registry, validate_records
 from flowguard.store import (
     Event,
     RegistryStore,
-    consent_status,
     init_database,
     is_database_url,
     open_store,
@@ -59,7 +62,28 @@ def registry_option(func: _F) -> _F:
 def policy_option(func: _F) -> _F:
     return click.option(
         "--policy", "-p", "policy_path", envvar="FLOWGUARD_POLICY",
-        help="Check every id written against this policy (env FLOWGUARD_POLICY).")(func)
+        help="Required: check every id written against this policy (env "
+             "FLOWGUARD_POLICY).")(func)
+
+
+def strict_option(func: _F) -> _F:
+    return click.option(
+        "--strict", is_flag=True,
+        help="Refuse a consent whose status would not be active: an unknown grantor, one "
+             "without authority when it was given, special data without --explicit.")(func)
+
+
+def require_policy(policy_path: str | None, what: str) -> str:
+    """The policy a write that adds or widens something validates against; without one,
+    exit 2: the registry's history is append-only, so an unknown id written once stays."""
+    if policy_path:
+        return policy_path
+    fail_input(InputError([Diagnostic(
+        f"{what} needs the policy to check every id it writes against", "<options>",
+        code="missing",
+        hint="pass --policy POLICY.yaml (or set FLOWGUARD_POLICY); the registry's history "
+             "is append-only, so an unknown id written once can never be removed. "
+             "A withdrawal needs no policy")]))
 
 
 def by_option(func: _F) -> _F:
@@ -98,9 +122,13 @@ def parse_time(value: str | None, option: str) -> datetime | None:
 
 @contextmanager
 def _store(url: str, policy_path: str | None = None,
-           audit: tuple[str | None, str | None, str | None] = (None, None, None)
-           ) -> Iterator[RegistryStore]:
-    """Open the store, turning every bad-input error into diagnostics and exit 2."""
+           audit: tuple[str | None, str | None, str | None] = (None, None, None),
+           *, writes: str | None = None) -> Iterator[RegistryStore]:
+    """Open the store, turning every bad-input error into diagnostics and exit 2.
+    `writes`: what the command writes, when it adds or widens something (needs the
+    policy)."""
+    if writes is not None:
+        require_policy(policy_path, writes)
     try:
         if not is_database_url(url):
             raise InputError([Diagnostic(
@@ -128,16 +156,46 @@ def _iso(value: datetime | None) -> str:
 
 
 def _echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+    click.echo(safe_json(json.dumps(value, indent=2, ensure_ascii=False, default=str)))
 
 
 def _print_event(event: Event) -> None:
     evidence = ""
     if event.evidence is not None:
-        evidence = f"  evidence: {event.evidence.method}" + (
-            f" {event.evidence.reference}" if event.evidence.reference else "")
+        evidence = f"  evidence: {safe(event.evidence.method)}" + (
+            f" {safe(event.evidence.reference)}" if event.evidence.reference else "")
     out.print(f"#{event.seq} {_iso(event.recorded_at)} {event.kind} "
-              f"{event.record or ''} by {event.by}{evidence}", markup=False)
+              f"{safe(event.record or '')} by {safe(event.by)}{evidence}", markup=False)
+
+
+def _engine(store: RegistryStore) -> Engine:
+    """The engine whose reading of SPEC §5 gives a consent's status."""
+    if store.policy is None:
+        fail_input(InputError([Diagnostic(
+            "a consent's status is its lawful status under the policy", "<options>",
+            code="missing", hint="pass --policy POLICY.yaml (or set FLOWGUARD_POLICY)")]))
+    return Engine(store.policy, store)
+
+
+def warn_consents(engine: Engine, consents: Sequence[Consent],
+                  records: Callable[[Consent], SubjectRecords] | None, strict: bool,
+                  source: str) -> None:
+    """Warn of consents that would not count when given (unknown grantor, no authority at
+    `given_at`, special data without `explicit`); with `strict`, refuse them (exit 2)."""
+    diagnostics = []
+    for k in consents:
+        status = engine.consent_status(k, k.given_at,
+                                       records=None if records is None else records(k))
+        for problem in write_problems(status):
+            diagnostics.append(Diagnostic(
+                f"consent `{k.id}` would be {problem.status}: {problem.reason}", source,
+                severity="error" if strict else "warning", code=problem.status,
+                hint="record the guardianship first, or mark it --explicit, or correct the "
+                     "consent" if strict else None))
+    if strict and diagnostics:
+        fail_input(InputError(diagnostics))
+    for diagnostic in diagnostics:
+        err.print(safe(diagnostic.render()), markup=False)
 
 
 # --------------------------------------------------------------------------- registry
@@ -170,24 +228,46 @@ def registry_init(url: str) -> None:
 @by_option
 @click.option("--fhir-map", help="Import FHIR Consent JSON (a resource, a Bundle, or a "
               "folder of them) with this mapping file.")
+@strict_option
 @audit_options
 def registry_import(file: str, registry_url: str, policy_path: str | None, by: str | None,
-                    fhir_map: str | None,
+                    fhir_map: str | None, strict: bool = False,
                     audit_url: str | None = None, log_key: str | None = None,
                     pseudonym_key: str | None = None) -> None:
     """Import FILE (a registry YAML/JSON file, or FHIR with --fhir-map) in one transaction.
 
     Records already stored unchanged are skipped; the schema is created if missing."""
+    require_policy(policy_path, "`registry import`")
     try:
         init_database(registry_url)
     except InputError as exc:
         fail_input(exc)
-    with _store(registry_url, policy_path, (audit_url, log_key, pseudonym_key)) as store:
+    with _store(registry_url, policy_path, (audit_url, log_key, pseudonym_key),
+                writes="`registry import`") as store:
         records = _read_import(file, store.policy, fhir_map)
+        _warn_import(store, records, strict, file)
         summary = store.import_records(records, by=_who(by), source=file)
         out.print(f"imported {summary.subjects} subjects, {summary.guardianships} "
                   f"guardianships, {summary.consents} consents "
                   f"({summary.unchanged} already stored unchanged)", markup=False)
+
+
+def _warn_import(store: RegistryStore, records: InMemoryRegistry, strict: bool,
+                 source: str) -> None:
+    """Judge each imported consent with the import's records of its subject, and the
+    registry's where the import has none."""
+    engine = _engine(store)
+
+    def records_of(k: Consent) -> SubjectRecords:
+        stored = store.records_of(k.subject)
+        subject = records.subjects.get(k.subject) or stored.subject
+        ids = {g.id for g in records.guardianships_of(k.subject)}
+        guardianships = [*records.guardianships_of(k.subject),
+                         *(g for g in stored.guardianships if g.id not in ids)]
+        return SubjectRecords(subject, (), guardianships)
+
+    warn_consents(engine, sorted(records.all_consents(), key=_by_id), records_of, strict,
+                  source)
 
 
 def _read_import(file: str, policy: Policy | None, fhir_map: str | None) -> InMemoryRegistry:
@@ -267,8 +347,9 @@ def registry_export(registry_url: str, fmt: str, history: bool, as_of: str | Non
             return
         if history:
             for event in view.events():
-                click.echo(json.dumps(event.model_dump(mode="json", exclude_none=True),
-                                      ensure_ascii=False, sort_keys=True))
+                click.echo(safe_json(json.dumps(event.model_dump(mode="json",
+                                                                 exclude_none=True),
+                                                ensure_ascii=False, sort_keys=True)))
             return
         snapshot = view.snapshot()
         data = {
@@ -311,6 +392,18 @@ def _read_record(file: str) -> dict[str, Any]:
     return dict(docs[0].data)
 
 
+def _warn_written(store: RegistryStore, record: dict[str, Any], strict: bool) -> None:
+    """Warn of (with `strict`, refuse) a consent about to be written that would not count
+    when given; a record that does not validate is left to the write to report."""
+    assert store.policy is not None
+    try:
+        _, _, consents = validate_records({"consents": [dict(record)]}, source="<consent>",
+                                          policy=store.policy, known_subject=lambda _: True)
+    except InputError:
+        return
+    warn_consents(_engine(store), consents, None, strict, f"<consent {consents[0].id}>")
+
+
 def _split(values: Sequence[str]) -> list[str]:
     return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
@@ -343,17 +436,19 @@ def _selectors(values: Sequence[str]) -> list[dict[str, str]]:
 @click.option("--expires", help="When it expires (time or date).")
 @click.option("--evidence", help="How it was given: signed-form, digital-signature, ...")
 @click.option("--reference", help="The evidence's reference (a case or document number).")
+@strict_option
 @audit_options
 def consent_grant(registry_url: str, policy_path: str | None, by: str | None,
                   file: str | None, consent_id: str | None, subject: str | None,
                   given_by: str | None, given_at: str | None, recipient: Sequence[str],
                   data: Sequence[str], purpose: Sequence[str], subprocess: Sequence[str],
                   explicit: bool, expires: str | None, evidence: str | None,
-                  reference: str | None,
+                  reference: str | None, strict: bool = False,
                   audit_url: str | None = None, log_key: str | None = None,
                   pseudonym_key: str | None = None) -> None:
     """Record a consent, from --file or from the options."""
-    with _store(registry_url, policy_path, (audit_url, log_key, pseudonym_key)) as store:
+    with _store(registry_url, policy_path, (audit_url, log_key, pseudonym_key),
+                writes="`consent grant`") as store:
         if file is not None:
             record = _read_record(file)
         else:
@@ -368,6 +463,7 @@ def consent_grant(registry_url: str, policy_path: str | None, by: str | None,
             if evidence or reference:
                 record["evidence"] = {"method": evidence or "unspecified", "reference": reference}
             record = {k: v for k, v in record.items() if v not in (None, [])}
+        _warn_written(store, record, strict)
         event = store.grant(record, by=_who(by))
         out.print(f"granted consent {event.record} (event #{event.seq})", markup=False)
 
@@ -377,15 +473,19 @@ def consent_grant(registry_url: str, policy_path: str | None, by: str | None,
 @registry_option
 @policy_option
 @by_option
+@strict_option
 @audit_options
 def consent_correct(file: str, registry_url: str, policy_path: str | None,
-                    by: str | None,
+                    by: str | None, strict: bool = False,
                     audit_url: str | None = None, log_key: str | None = None,
                     pseudonym_key: str | None = None) -> None:
     """Record FILE as a new version of the consent with its id (the old one is kept in
     the history)."""
-    with _store(registry_url, policy_path, (audit_url, log_key, pseudonym_key)) as store:
-        event = store.correct(_read_record(file), by=_who(by))
+    with _store(registry_url, policy_path, (audit_url, log_key, pseudonym_key),
+                writes="`consent correct`") as store:
+        record = _read_record(file)
+        _warn_written(store, record, strict)
+        event = store.correct(record, by=_who(by))
         out.print(f"corrected consent {event.record} (event #{event.seq})", markup=False)
 
 
@@ -426,66 +526,86 @@ def consent_expire(consent_id: str, registry_url: str, by: str | None,
 @consent.command("show")
 @click.argument("consent_id")
 @registry_option
+@policy_option
 @json_option
 @click.option("--fhir", is_flag=True, help="Print it as a FHIR Consent resource.")
 @fhir_export_options
 @click.option("--as-of", "as_of", help="As recorded at this time.")
-def consent_show(consent_id: str, registry_url: str, as_json: bool, fhir: bool,
-                 fhir_map: str | None, as_of: str | None, fhir_version: str = "5.0.0") -> None:
-    """Show the current version of a consent and its status."""
-    with _store(registry_url) as store:
-        found = _view(store, as_of).consent(consent_id)
+def consent_show(consent_id: str, registry_url: str, policy_path: str | None, as_json: bool,
+                 fhir: bool, fhir_map: str | None, as_of: str | None,
+                 fhir_version: str = "5.0.0") -> None:
+    """Show the current version of a consent and its lawful status now (SPEC §5: needs
+    the policy)."""
+    with _store(registry_url, policy_path) as store:
+        view = _view(store, as_of)
+        found = view.consent(consent_id)
         if found is None:
-            raise RegistryError([Diagnostic(f"no consent `{consent_id}` in the registry",
-                                            "<options>", code="unknown-reference")])
+            raise RegistryError([Diagnostic(f"no consent `{safe(consent_id)}` in the "
+                                            "registry", "<options>",
+                                            code="unknown-reference")])
         record, version = found
-        status = consent_status(record, datetime.now(UTC))
         if fhir:
             from flowguard.fhir import consent_to_fhir
 
             _echo_json(consent_to_fhir(record, _fhir_map(fhir_map),
                                        _fhir_version(fhir_version)))
-        elif as_json:
-            _echo_json({"version": version, "status": status,
+            return
+        status = _engine(view).consent_status(record)
+        if as_json:
+            _echo_json({"version": version, **status.as_json(),
                         "consent": record.model_dump(mode="json", exclude_none=True)})
         else:
-            out.print(f"consent {record.id} (version {version}): {status}", markup=False)
-            click.echo(yaml.safe_dump(record.model_dump(mode="json", exclude_none=True),
-                                      sort_keys=False, allow_unicode=True), nl=False)
+            out.print(f"consent {safe(record.id)} (version {version}): {status.status}",
+                      markup=False)
+            _print_reasons(status)
+            click.echo(safe_lines(yaml.safe_dump(record.model_dump(mode="json",
+                                                                   exclude_none=True),
+                                                 sort_keys=False, allow_unicode=True)),
+                       nl=False)
+
+
+def _print_reasons(status: ConsentStatus) -> None:
+    for problem in status.problems or ():
+        out.print(f"  {problem.status}: {safe(problem.reason)}", markup=False)
+    if not status.problems:
+        out.print(f"  {safe(status.reason)}", markup=False)
 
 
 @consent.command("list")
 @registry_option
+@policy_option
 @click.option("--subject", help="Only this subject's consents.")
-@click.option("--status", type=click.Choice(["active", "withdrawn", "expired",
-                                              "not-yet-valid"]))
+@click.option("--status", type=click.Choice(STATUSES))
 @json_option
 @click.option("--as-of", "as_of", help="As recorded at this time.")
-def consent_list(registry_url: str, subject: str | None, status: str | None, as_json: bool,
-                 as_of: str | None) -> None:
-    """List consents with their status now."""
-    with _store(registry_url) as store:
+def consent_list(registry_url: str, policy_path: str | None, subject: str | None,
+                 status: str | None, as_json: bool, as_of: str | None) -> None:
+    """List consents with their lawful status now (SPEC §5: needs the policy)."""
+    with _store(registry_url, policy_path) as store:
         view = _view(store, as_of)
+        engine = _engine(view)
         records = list(view.records_of(subject).consents) if subject is not None \
             else view.snapshot().all_consents()
         now = datetime.now(UTC)
-        rows = [(k, consent_status(k, now)) for k in sorted(records, key=_by_id)]
-        rows = [(k, s) for k, s in rows if status is None or s == status]
+        rows = [(k, engine.consent_status(k, now)) for k in sorted(records, key=_by_id)]
+        rows = [(k, s) for k, s in rows if status is None or s.status == status]
         if as_json:
-            _echo_json([{"status": s, **k.model_dump(mode="json", exclude_none=True)}
+            _echo_json([{**s.as_json(), **k.model_dump(mode="json", exclude_none=True)}
                         for k, s in rows])
             return
         table = Table(show_lines=False)
-        for column in ("id", "status", "given by", "recipients", "data", "purposes",
-                       "expires"):
+        table.add_column("id")
+        table.add_column("status", no_wrap=True)
+        for column in ("given by", "recipients", "data", "purposes", "expires"):
             table.add_column(column)
         for k, s in rows:
-            table.add_row(k.id, s, k.given_by,
-                          ", ".join(_selector_text(r.model_dump(exclude_none=True))
-                                    for r in k.recipients),
-                          ", ".join(k.data), ", ".join(k.purposes), _iso(k.expires_at))
+            table.add_row(cell(k.id), cell(s.status), cell(k.given_by),
+                          cell(", ".join(_selector_text(r.model_dump(exclude_none=True))
+                                         for r in k.recipients)),
+                          cell(", ".join(k.data)), cell(", ".join(k.purposes)),
+                          cell(_iso(k.expires_at)))
         out.print(table)
-        out.print(f"{len(rows)} consents", markup=False)
+        out.print(f"{len(rows)} consents (why: `flowguard consent show ID`)", markup=False)
 
 
 def _selector_text(selector: dict[str, Any]) -> str:
@@ -531,7 +651,8 @@ def subject_add(subject_id: str, registry_url: str, policy_path: str | None, by:
                 audit_url: str | None = None, log_key: str | None = None,
                 pseudonym_key: str | None = None) -> None:
     """Record a subject."""
-    with _store(registry_url, policy_path, (audit_url, log_key, pseudonym_key)) as store:
+    with _store(registry_url, policy_path, (audit_url, log_key, pseudonym_key),
+                writes="`subject add`") as store:
         data = {k: v for k, v in (("birth_date", birth_date),
                                   ("jurisdiction", jurisdiction)) if v is not None}
         event = store.add_subject(subject_id, data, by=_who(by))
@@ -541,29 +662,35 @@ def subject_add(subject_id: str, registry_url: str, policy_path: str | None, by:
 @subject.command("show")
 @click.argument("subject_id")
 @registry_option
+@policy_option
 @json_option
 @click.option("--as-of", "as_of", help="As recorded at this time.")
-def subject_show(subject_id: str, registry_url: str, as_json: bool, as_of: str | None) -> None:
-    """A subject's record, guardianships and consents."""
-    with _store(registry_url) as store:
-        records = _view(store, as_of).records_of(subject_id)
+def subject_show(subject_id: str, registry_url: str, policy_path: str | None, as_json: bool,
+                 as_of: str | None) -> None:
+    """A subject's record, guardianships and consents with their lawful status (SPEC §5:
+    needs the policy)."""
+    with _store(registry_url, policy_path) as store:
+        view = _view(store, as_of)
+        records = view.records_of(subject_id)
         if records.subject is None and not records.consents:
             raise RegistryError([Diagnostic("the subject is not recorded in the registry",
                                             "<options>", code="unknown-reference")])
+        engine = _engine(view)
         now = datetime.now(UTC)
         payload = {
             "subject": None if records.subject is None
             else records.subject.model_dump(mode="json", exclude_none=True),
             "guardianships": [g.model_dump(mode="json", exclude_none=True)
                               for g in sorted(records.guardianships, key=_by_id)],
-            "consents": [{"status": consent_status(k, now),
+            "consents": [{**engine.consent_status(k, now, records=records).as_json(),
                           **k.model_dump(mode="json", exclude_none=True)}
                          for k in sorted(records.consents, key=_by_id)],
         }
         if as_json:
             _echo_json(payload)
         else:
-            click.echo(yaml.safe_dump(payload, sort_keys=False, allow_unicode=True), nl=False)
+            click.echo(safe_lines(yaml.safe_dump(payload, sort_keys=False, allow_unicode=True)),
+                       nl=False)
 
 
 # --------------------------------------------------------------------------- guardianship
@@ -594,7 +721,8 @@ def guardianship_add(registry_url: str, policy_path: str | None, by: str | None,
                      audit_url: str | None = None, log_key: str | None = None,
                      pseudonym_key: str | None = None) -> None:
     """Record a guardianship."""
-    with _store(registry_url, policy_path, (audit_url, log_key, pseudonym_key)) as store:
+    with _store(registry_url, policy_path, (audit_url, log_key, pseudonym_key),
+                writes="`guardianship add`") as store:
         record: dict[str, Any] = {"id": guardianship_id, "guardian": guardian,
                                   "subject": subject, "kind": kind, "valid_from": valid_from}
         if scope:
@@ -643,8 +771,9 @@ def guardianship_list(registry_url: str, subject: str | None, as_json: bool) -> 
         for column in ("id", "guardian", "kind", "scope", "valid from", "valid until"):
             table.add_column(column)
         for g in records:
-            table.add_row(g.id, g.guardian, g.kind, ", ".join(g.scope or ("all",)),
-                          _iso(g.valid_from), _iso(g.valid_until))
+            table.add_row(cell(g.id), cell(g.guardian), cell(g.kind),
+                          cell(", ".join(g.scope or ("all",))), cell(_iso(g.valid_from)),
+                          cell(_iso(g.valid_until)))
         out.print(table)
         out.print(f"{len(records)} guardianships", markup=False)
 

@@ -14,7 +14,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from itertools import count
@@ -47,10 +47,11 @@ from flowguard.model import (
     construct,
     pending_decision,
 )
-from flowguard.registry import EMPTY_REGISTRY, InMemoryRegistry, Registry
+from flowguard.registry import EMPTY_REGISTRY, InMemoryRegistry, Registry, SubjectRecords
 
 if TYPE_CHECKING:
     from flowguard.audit.trail import AuditTrail
+    from flowguard.consents import ConsentStatus
 
 log = logging.getLogger("flowguard.engine")
 _T = TypeVar("_T")
@@ -377,6 +378,14 @@ class Engine:
         """The subject's facts from its records as of `revision`."""
         subject, consents, guardianship_records = self.registry.records_of(subject_id,
                                                                            revision)
+        return self._compile_records(subject_id, subject, consents, guardianship_records,
+                                     revision)
+
+    def _compile_records(self, subject_id: str, subject: Subject | None,
+                         consents: Sequence[Consent],
+                         guardianship_records: Sequence[Guardianship],
+                         revision: int) -> _SubjectFacts:
+        """A subject's facts from these records (the registry's, or a write's to be)."""
         if subject is None and not consents:
             return self._unknown_subject
         consent_from, adult_from, consent_age = self._ages(subject)
@@ -464,6 +473,16 @@ class Engine:
             valid_from=g.valid_from.timestamp(), valid_until=_ts(g.valid_until, _INF))
 
     # ------------------------------------------------------------------ public API
+
+    def consent_status(self, consent: Consent | str, at: datetime | None = None, *,
+                       records: SubjectRecords | None = None) -> ConsentStatus:
+        """A consent's lawful status at `at` (default now) under SPEC §5, with the reason
+        in words: `flowguard.consents.consent_status` (the decision's own checks).
+        `consent`: a record, or the id of one in the registry; `records`: the subject's
+        records to judge it with (default: the registry's)."""
+        from flowguard.consents import consent_status
+
+        return consent_status(self, consent, at, records=records)
 
     @property
     def registry_revision(self) -> int:

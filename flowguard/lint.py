@@ -9,7 +9,8 @@ from flowguard.engine import Engine
 from flowguard.errors import Diagnostic, InputError
 from flowguard.model import Policy, Rule
 from flowguard.policy import LoadedPolicy, load_policy_with_sources
-from flowguard.registry import load_registry
+from flowguard.registry import Registry, load_registry
+from flowguard.store import RegistryStore, is_database_url, open_store, redact_url
 
 
 def lint(policy_path: str | Path, registry_path: str | Path | None = None) -> list[Diagnostic]:
@@ -19,11 +20,29 @@ def lint(policy_path: str | Path, registry_path: str | Path | None = None) -> li
     if loaded.policy is not None:
         diagnostics += _Analysis(loaded, loaded.policy).warnings()
         if registry_path is not None:
-            try:
-                load_registry(registry_path, loaded.policy)
-            except InputError as exc:
-                diagnostics += exc.diagnostics
+            diagnostics += _registry(loaded.policy, registry_path)
     return sorted(diagnostics, key=lambda d: (d.severity != "error", *d.sort_key()))
+
+
+def _registry(policy: Policy, location: str | Path) -> list[Diagnostic]:
+    """A registry file's load errors, or a database's open errors; then the consents that
+    would not count when given, and those no rule can use (`flowguard.consents`)."""
+    from flowguard.consents import registry_diagnostics
+
+    registry: Registry
+    try:
+        if isinstance(location, str) and is_database_url(location):
+            registry = open_store(location, policy)
+        else:
+            registry = load_registry(location, policy)
+    except InputError as exc:
+        return list(exc.diagnostics)
+    try:
+        source = redact_url(str(location)) if isinstance(registry, RegistryStore) else str(location)
+        return registry_diagnostics(Engine(policy, registry), source)
+    finally:
+        if isinstance(registry, RegistryStore):
+            registry.close()
 
 
 class _Analysis:

@@ -140,8 +140,8 @@ def _short_busy_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     """Wait 0.3 s, not 30 s, for another process's SQLite write lock."""
     original = SqliteDatabase.__init__
 
-    def init(self: SqliteDatabase, url: str, path: str) -> None:
-        original(self, url, path)
+    def init(self: SqliteDatabase, url: str, path: str, *, create: bool = True) -> None:
+        original(self, url, path, create=create)
         self._conn.execute("PRAGMA busy_timeout=300")
 
     monkeypatch.setattr(SqliteDatabase, "__init__", init)

@@ -40,7 +40,8 @@ def test_init_then_import_twice(store_url: str) -> None:
     first = run("registry", "init", store_url)
     assert first.exit_code == 0 and "applied migration 1" in first.output
     assert "up to date" in run("registry", "init", store_url).output
-    args = ("registry", "import", str(AALBORG / "consents.yaml"), "-r", store_url)
+    args = ("registry", "import", str(AALBORG / "consents.yaml"), "-r", store_url,
+            "-p", str(AALBORG))
     assert run(*args).exit_code == 0
     again = run(*args)
     assert again.exit_code == 0
@@ -57,7 +58,9 @@ def test_withdraw_takes_one_command_and_the_next_check_denies(url: str) -> None:
     history = run("consent", "history", "k-0042-cafe", "-r", url, "--json")
     kinds = [e["kind"] for e in json.loads(history.output)]
     assert kinds == ["consent.granted", "consent.withdrawn"]
-    shown = json.loads(run("consent", "show", "k-0042-cafe", "-r", url, "--json").output)
+    shown = json.loads(
+        run("consent", "show", "k-0042-cafe", "-r", url, "--json", "-p", str(AALBORG)).output
+    )
     assert shown["status"] == "withdrawn" and shown["version"] == 1
 
 
@@ -80,10 +83,10 @@ def test_grant_from_options_then_list_and_show(url: str) -> None:
     check = [*CHECK[:8], "citizen-0609", *CHECK[9:]]
     assert run(*check, "-r", url).exit_code == 0
     listed = json.loads(run("consent", "list", "-r", url, "--subject", "citizen-0609",
-                            "--json").output)
+                            "--json", "-p", str(AALBORG)).output)
     assert [k["id"] for k in listed] == ["k-cli"]
     assert listed[0]["evidence"] == {"method": "signed-form", "reference": "SBSYS-1"}
-    table = run("consent", "list", "-r", url, "--status", "active")
+    table = run("consent", "list", "-r", url, "--status", "active", "-p", str(AALBORG))
     assert table.exit_code == 0 and "consents" in table.output
 
 
@@ -94,7 +97,9 @@ def test_correct_from_a_file_keeps_the_old_version(url: str, tmp_path: Path) -> 
     file = tmp_path / "k.yaml"
     file.write_text(yaml.safe_dump(record))
     assert run("consent", "correct", str(file), "-r", url, "-p", str(AALBORG)).exit_code == 0
-    shown = json.loads(run("consent", "show", "k-0042-cafe", "-r", url, "--json").output)
+    shown = json.loads(
+        run("consent", "show", "k-0042-cafe", "-r", url, "--json", "-p", str(AALBORG)).output
+    )
     assert shown["version"] == 2 and shown["consent"]["data"] == ["identity.name"]
     history = json.loads(run("consent", "history", "k-0042-cafe", "-r", url, "--json").output)
     assert history[0]["body"]["data"] != history[1]["body"]["data"]
@@ -112,7 +117,9 @@ def test_subject_and_guardianship_commands(url: str) -> None:
     assert [g["id"] for g in listed] == ["g-7777"]
     ended = run("guardianship", "end", "g-7777", "-r", url, "--at", "2026-01-01")
     assert ended.exit_code == 0, ended.output
-    shown = yaml.safe_load(run("subject", "show", "citizen-7777", "-r", url).output)
+    shown = yaml.safe_load(
+        run("subject", "show", "citizen-7777", "-r", url, "-p", str(AALBORG)).output
+    )
     assert shown["guardianships"][0]["valid_until"] == "2026-01-01T00:00:00Z"
     assert shown["subject"] == {"birth_date": "2011-04-01"}
 
@@ -134,8 +141,8 @@ BAD: list[tuple[list[str], str]] = [
     (["consent", "grant", "-p", str(AALBORG), "--id", "k-x", "--subject", "citizen-0042",
       "--recipient", "cafe-solsikke", "--data", "helth", "--purpose", "job-matching"],
      "did you mean `health`"),
-    (["consent", "grant", "--id", "k-x", "--subject", "citizen-9999", "--recipient",
-      "cafe-solsikke", "--data", "health", "--purpose", "job-matching"],
+    (["consent", "grant", "-p", str(AALBORG), "--id", "k-x", "--subject", "citizen-9999",
+      "--recipient", "cafe-solsikke", "--data", "health", "--purpose", "job-matching"],
      "not recorded in the registry"),
     (["consent", "withdraw", "k-0042-cafe", "--at", "yesterday"], "RFC 3339"),
     (["subject", "show", "citizen-9999"], "not recorded"),
@@ -170,7 +177,7 @@ def test_the_real_command_with_the_default_sqlite_database(tmp_path: Path) -> No
                               capture_output=True, text=True, timeout=120,
                               env={"PATH": "/usr/bin:/bin", "FLOWGUARD_ACTOR": "anne"})
 
-    imported = flowguard("registry", "import", str(AALBORG / "consents.yaml"))
+    imported = flowguard("registry", "import", str(AALBORG / "consents.yaml"), "-p", str(AALBORG))
     assert imported.returncode == 0, imported.stderr
     assert (tmp_path / "flowguard.db").exists()
     assert flowguard("consent", "withdraw", "k-0042-cafe").returncode == 0

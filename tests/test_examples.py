@@ -29,8 +29,26 @@ def test_example_cases_pass(suite: Path) -> None:
 
 
 @pytest.mark.parametrize("suite", SUITES, ids=lambda p: p.parent.name)
-def test_example_lints_without_errors_or_warnings(suite: Path) -> None:
-    assert lint(suite.parent, suite.parent / "consents.yaml") == []
+def test_example_policy_lints_without_errors_or_warnings(suite: Path) -> None:
+    assert lint(suite.parent) == []
+
+
+@pytest.mark.parametrize("suite", SUITES, ids=lambda p: p.parent.name)
+def test_example_registry_lint_flags_exactly_the_consents_its_cases_are_denied_on(
+        suite: Path) -> None:
+    """The example registries hold consents given without authority or without being
+    explicit on purpose (their cases show the denials): `lint -r` warns of exactly those,
+    one reading of SPEC §5 with the engine, and of nothing else."""
+    statuses = {"GRANTOR_NOT_AUTHORIZED": "grantor-not-authorized",
+                "CONSENT_NOT_EXPLICIT": "not-explicit"}
+    warned = {(d.message.split("`")[1], d.code)
+              for d in lint(suite.parent, suite.parent / "consents.yaml")}
+    denied = {(reason.consent, statuses[reason.code.value])
+              for r in load_suite(suite).run().results for c in r.decision.categories
+              for reason in c.reasons
+              if reason.consent is not None and reason.code.value in statuses}
+    assert len(denied) == 3
+    assert warned == denied
 
 
 @pytest.mark.parametrize("suite", SUITES, ids=lambda p: p.parent.name)

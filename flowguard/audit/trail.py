@@ -112,7 +112,7 @@ def open_audit_log(url: str, *, log_key: str | Path | None = None,
     """The audit log at `url` (created or migrated first when `create`). A log key named
     other than the log's origin is refused (`AuditError` naming the key file)."""
     signer = load_signer(log_key) if log_key is not None else None
-    db: Database = connect(url)
+    db: Database = connect(url, create=create)
     try:
         if create and not is_current(db):  # no write lock taken when there is nothing to do
             init_audit(db)

@@ -4,9 +4,10 @@ findings; a diff as grouped statements; reach answers as a table."""
 from __future__ import annotations
 
 from rich.console import Console
-from rich.markup import escape
+from rich.markup import escape as escape_markup
 from rich.table import Table
 
+from flowguard._terminal import safe
 from flowguard.analysis import (
     CHANGE_KINDS,
     CHANGE_TEXT,
@@ -28,6 +29,12 @@ from flowguard.reports._common import (
     plan_items,
     service_title,
 )
+
+
+def escape(text: str) -> str:
+    """Text from a policy or design file for a rich string: inert (`flowguard._terminal`)
+    and never read as markup."""
+    return escape_markup(safe(text))
 
 
 def _outcome(outcome: str) -> str:

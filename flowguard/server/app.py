@@ -53,7 +53,6 @@ from flowguard.server.tokens import Scope as TokenScope
 from flowguard.server.tokens import Token, TokenTable, load_tokens
 from flowguard.store import (
     RegistryStore,
-    consent_status,
     is_database_url,
     open_registry,
     open_store,
@@ -124,7 +123,8 @@ class RecordedEvent(Model):
 
 class ConsentView(Model):
     version: int
-    status: str
+    status: str  # its lawful status now (flowguard.consents.STATUSES)
+    reason: str = ""  # why, in words
     consent: Consent
 
 
@@ -306,6 +306,8 @@ class Service:
                 return ReloadResult(activated=False, digest=self.engine.policy_digest,
                                     problems=[d.render() for d in errors])
             engine = Engine(policy, self.registry)
+            if isinstance(self.registry, RegistryStore):
+                self.registry.policy = policy  # writes validate against the active policy
             if self.trail is not None:
                 await asyncio.to_thread(self.trail.record_policy, policy)
             self.engine = engine  # one reference assignment: requests see old or new
@@ -563,7 +565,8 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
         if found is None:
             raise HTTPException(404, f"no consent `{consent_id}`")
         consent, version = found
-        return ConsentView(version=version, status=consent_status(consent, datetime.now(UTC)),
+        status = await asyncio.to_thread(state.engine.consent_status, consent)
+        return ConsentView(version=version, status=status.status, reason=status.reason,
                            consent=consent)
 
     @app.get("/v1/consents/{consent_id}/history", response_model=list[RecordedEvent],

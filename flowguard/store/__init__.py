@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from flowguard.model import Policy
 from flowguard.registry import InMemoryRegistry, Registry, load_registry
 from flowguard.store._db import Migration, connect, redact_url
-from flowguard.store.events import Event, consent_status
+from flowguard.store.events import Event
 from flowguard.store.registry_store import ImportSummary, RegistryStore, init_registry
 
 if TYPE_CHECKING:
@@ -19,7 +19,6 @@ __all__ = [
     "Event",
     "ImportSummary",
     "RegistryStore",
-    "consent_status",
     "init_database",
     "is_database_url",
     "open_registry",
@@ -35,8 +34,9 @@ def is_database_url(location: str) -> bool:
 def open_store(url: str, policy: Policy | None = None, *,
                audit: AuditTrail | None = None) -> RegistryStore:
     """A registry store on a database URL whose schema is current (`StoreError` if not);
-    with `audit`, every change is also appended to that audit trail."""
-    db = connect(url)
+    with `audit`, every change is also appended to that audit trail. Never creates a
+    database: that is `init_database`'s job."""
+    db = connect(url, create=False)
     try:
         return RegistryStore(db, policy, audit=audit)
     except Exception:

@@ -85,11 +85,16 @@ class Database(ABC):
 class SqliteDatabase(Database):
     dialect: Dialect = "sqlite"
 
-    def __init__(self, url: str, path: str) -> None:
+    def __init__(self, url: str, path: str, *, create: bool = True) -> None:
         super().__init__(url)
         if path != ":memory:" and not Path(path).parent.is_dir():
             raise store_error(url, f"the directory of the database file does not exist: "
                               f"{Path(path).parent}")
+        if not create and path != ":memory:" and not path.startswith("file:") \
+                and not Path(path).is_file():
+            raise store_error(url, f"no database file at {path}",
+                              hint="create it with `flowguard registry init URL` (a read "
+                                   "never creates one)")
         try:
             _create_private(path)
             self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
@@ -256,10 +261,12 @@ def _connect_cause(exc: BaseException, timeout: float) -> str:
     return cause[:1].lower() + cause[1:] if cause else type(exc).__name__
 
 
-def connect(url: str) -> Database:
-    """The database a storage URL names (SPEC §10)."""
+def connect(url: str, *, create: bool = True) -> Database:
+    """The database a storage URL names (SPEC §10). `create=False`: a SQLite file that
+    does not exist is an error, not a new empty database (every read, every open of a
+    registry that must already hold one)."""
     if url.startswith("sqlite:///"):
-        return SqliteDatabase(url, url[len("sqlite:///"):] or ":memory:")
+        return SqliteDatabase(url, url[len("sqlite:///"):] or ":memory:", create=create)
     if url == "sqlite://" or url == "sqlite:///:memory:":
         return SqliteDatabase(url, ":memory:")
     if url.startswith(("postgresql://", "postgres://")):

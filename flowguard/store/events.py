@@ -170,14 +170,3 @@ def replay(events: Iterable[tuple[str, str, str | None, str | dict[str, Any]]]
             state = states[subject] = SubjectState()
         state.apply(kind, record, body)
     return states
-
-
-def consent_status(consent: Consent, at: datetime) -> str:
-    """`active`, `withdrawn`, `expired` or `not-yet-valid` at `at` (SPEC §5 intervals)."""
-    if consent.withdrawn_at is not None and consent.withdrawn_at <= at:
-        return "withdrawn"
-    if consent.expires_at is not None and consent.expires_at <= at:
-        return "expired"
-    if consent.given_at > at:
-        return "not-yet-valid"
-    return "active"
