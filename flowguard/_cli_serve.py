@@ -14,7 +14,7 @@ import yaml
 
 from flowguard._cli_common import fail_input, out
 from flowguard.errors import Diagnostic, InputError
-from flowguard.server.tokens import SCOPES, load_tokens, new_token
+from flowguard.server.tokens import SCOPES, load_tokens, new_token, write_tokens
 
 
 @click.command("serve")
@@ -36,11 +36,13 @@ from flowguard.server.tokens import SCOPES, load_tokens, new_token
               help="Largest request body in bytes.")
 @click.option("--checkpoint-every", default=1000, show_default=True, type=click.IntRange(1))
 @click.option("--checkpoint-seconds", default=60.0, show_default=True, type=float)
+@click.option("--docs", is_flag=True, default=False,
+              help="Serve the interactive API page at /docs (it loads its script from a CDN).")
 def serve(policy: str, registry: str | None, audit: str | None, log_key: str | None,
           pseudonym_key: str | None, tokens: str, host: str, port: int, workers: int,
           batch_limit: int, max_body: int, checkpoint_every: int,
-          checkpoint_seconds: float) -> None:
-    """Serve the check API over HTTP (OpenAPI at /docs and /openapi.json)."""
+          checkpoint_seconds: float, docs: bool) -> None:
+    """Serve the check API over HTTP (OpenAPI at /openapi.json; /docs with --docs)."""
     import uvicorn
 
     from flowguard.server.app import CONFIG_ENV, ServerConfig, create_app
@@ -48,7 +50,7 @@ def serve(policy: str, registry: str | None, audit: str | None, log_key: str | N
     config = ServerConfig(policy=policy, registry=registry, audit=audit, log_key=log_key,
                           pseudonym_key=pseudonym_key, tokens=tokens, batch_limit=batch_limit,
                           max_body_bytes=max_body, checkpoint_every=checkpoint_every,
-                          checkpoint_seconds=checkpoint_seconds)
+                          checkpoint_seconds=checkpoint_seconds, docs=docs)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # request lines could carry ids; flowguard logs what it needs itself
     options = {"host": host, "port": port, "access_log": False, "log_level": "warning",
@@ -90,5 +92,5 @@ def token_new(file: str, token_id: str, organization: str, scopes: Sequence[str]
     entries = [t.model_dump(mode="json") for t in existing]
     entries.append({"id": token_id, "hash": digest, "organization": organization,
                     "scopes": list(dict.fromkeys(scopes))})
-    path.write_text(yaml.safe_dump({"tokens": entries}, sort_keys=False), encoding="utf-8")
+    write_tokens(path, yaml.safe_dump({"tokens": entries}, sort_keys=False))
     out.print(secret, markup=False)

@@ -32,6 +32,7 @@ from flowguard.store.events import (
     replay,
 )
 from flowguard.store.identity import init_identity
+from flowguard.text import MAX_RECORDER, free_text
 
 if TYPE_CHECKING:
     from flowguard.audit.outbox import RegistryOutbox
@@ -534,6 +535,10 @@ class _Writer:
                                            dict[str, Any]]], by: str) -> None:
         if not by:
             raise _error("say who records the change (`by`)", "<registry>", code="missing")
+        try:
+            free_text(by, what="the recorder (`by`)", limit=MAX_RECORDER)
+        except ValueError as exc:
+            raise _error(str(exc), "<registry>") from None
         first = self.revision + 1
         params = [
             (first + i, self.recorded_at, kind, subject, record, by,
