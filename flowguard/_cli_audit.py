@@ -20,11 +20,13 @@ from typing import Any, NoReturn, TypeVar
 import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from flowguard._cli_common import EXIT_DENY, err, fail_input, out
 from flowguard._cli_registry import parse_time
 from flowguard.errors import Diagnostic, InputError
 from flowguard.store._db import redact_url
+from flowguard.text import displayable
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -604,7 +606,8 @@ def audit_show(audit_url: str, since: str | None, until: str | None, outcome: st
         count = 0
         for index, entry in found:
             count += 1
-            table.add_row(*_row(index, entry))
+            # stored text is shown, never interpreted (markup, escapes, line breaks)
+            table.add_row(*(Text(displayable(cell)) for cell in _row(index, entry)))
         out.print(table)
         out.print(f"{count} entries", markup=False)
 

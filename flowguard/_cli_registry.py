@@ -39,6 +39,7 @@ from flowguard.store import (
     open_store,
     redact_url,
 )
+from flowguard.text import displayable
 
 if TYPE_CHECKING:
     from flowguard.fhir import FhirMapping
@@ -136,8 +137,8 @@ def _print_event(event: Event) -> None:
     if event.evidence is not None:
         evidence = f"  evidence: {event.evidence.method}" + (
             f" {event.evidence.reference}" if event.evidence.reference else "")
-    out.print(f"#{event.seq} {_iso(event.recorded_at)} {event.kind} "
-              f"{event.record or ''} by {event.by}{evidence}", markup=False)
+    out.print(displayable(f"#{event.seq} {_iso(event.recorded_at)} {event.kind} "
+                          f"{event.record or ''} by {event.by}{evidence}"), markup=False)
 
 
 # --------------------------------------------------------------------------- registry

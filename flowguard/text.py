@@ -30,3 +30,13 @@ def record_id(value: str) -> str:
         raise ValueError("a consent or guardianship id may not contain `/` (it must fit in "
                          "a URL path): use `-`, `.` or `:` instead")
     return value
+
+
+def displayable(value: str) -> str:
+    """`value` for a terminal: every non-printable character (control sequences, CR/LF,
+    invisible format characters) shown as a visible escape such as `\\x1b`, so stored text
+    written before these checks existed cannot move the cursor or forge a line."""
+    if value.isprintable():
+        return value
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in value)

@@ -33,7 +33,7 @@ from flowguard.errors import InputError
 from flowguard.model import Flow
 from flowguard.policy import load_policy
 from flowguard.registry import load_registry
-from flowguard.server.app import ServerConfig, create_app
+from flowguard.server.app import create_app
 from flowguard.server.tokens import TokenError, load_tokens, new_token
 from flowguard.store import open_store
 
@@ -480,3 +480,40 @@ def test_sighup_with_a_broken_policy_is_logged_by_a_real_server(setup: Setup) ->
         output, _ = process.communicate(timeout=60)
     assert "policy reload (SIGHUP) refused" in output, output
     assert "colour" in output
+
+
+NASTY = "[bold red]anne[/] \x1b[2J\r\n2026-01-01 flowguard: forged line"
+
+
+def test_stored_text_is_shown_never_interpreted(setup: Setup) -> None:
+    """Text stored before these checks (or written around them) is displayed as escapes:
+    `audit show` renders no markup and passes no ANSI, `consent history` prints no CR/LF."""
+    from flowguard._cli import cli
+    from flowguard.audit.trail import open_audit_log
+
+    log = open_audit_log(setup.audit)
+    try:
+        log.append([{"v": 1, "kind": "registry", "time": "2026-01-01T00:00:00.000000Z",
+                     "event": "consent.withdrawn", "seq": 99, "record": "k-0042-cafe",
+                     "subject": "hmac-sha256:" + "0" * 64, "by": NASTY}])
+    finally:
+        log.close()
+    shown = CliRunner().invoke(cli, ["audit", "show", "--audit", setup.audit, "--kind",
+                                     "registry"], env={"COLUMNS": "400"})
+    assert shown.exit_code == 0, shown.output
+    assert "[bold red]anne[/]" in shown.output  # shown as typed, not rendered
+    assert "\x1b" not in shown.output and "\\x1b" in shown.output
+    assert "\\r\\n" in shown.output and "\r" not in shown.output
+
+    database = sqlite3.connect(setup.registry.removeprefix("sqlite:///"))
+    database.execute("DROP TRIGGER registry_events_no_update")  # a text from before the checks
+    database.execute("UPDATE registry_events SET actor = ? WHERE record = 'k-0042-cafe'",
+                     (NASTY,))
+    database.commit()
+    database.close()
+    history = CliRunner().invoke(cli, ["consent", "history", "k-0042-cafe", "-r",
+                                       setup.registry])
+    assert history.exit_code == 0, history.output
+    lines = [line for line in history.output.splitlines() if "k-0042-cafe" in line]
+    assert lines and all("forged line" in line for line in lines)
+    assert "\x1b" not in history.output and "\r" not in history.output
