@@ -187,7 +187,9 @@ class Jurisdiction(Model):
 class Organization(Model):
     kind: Id
     sector: Sector
-    records_consents: Annotated[bool, Field(strict=True)] = False
+    # may record and read consents and guardianships over HTTP (SPEC §3, §10); None when
+    # absent, so that policies without it keep their digest
+    records_consents: Annotated[bool, Field(strict=True)] | None = None
     name: Text | None = None
     description: Text | None = None
 

@@ -66,8 +66,10 @@ def hide_unknown(entry: dict[str, Any], policy: Policy,
     hidden["purpose"] = hide(purpose, purposes)
     hidden["subprocess"] = hide(subprocess, policy.subprocesses)
     hidden["data"] = [hide(c, categories) for c in data]
-    hidden["categories"] = [{**item, "category": hide(item["category"], categories)}
-                            for item in entry["categories"]]
+    # in the engine's order (by category), as a replay of the hidden flow decides them
+    hidden["categories"] = sorted(
+        ({**item, "category": hide(item["category"], categories)}
+         for item in entry["categories"]), key=lambda item: str(item["category"]))
     return hidden
 
 
