@@ -14,7 +14,7 @@ import yaml
 
 from flowguard._cli_common import fail_input, out
 from flowguard.errors import Diagnostic, InputError
-from flowguard.server.tokens import SCOPES, load_tokens, new_token
+from flowguard.server.tokens import SCOPES, load_tokens, new_token, write_tokens
 
 
 @click.command("serve")
@@ -41,12 +41,14 @@ from flowguard.server.tokens import SCOPES, load_tokens, new_token
 @click.option("--witness-quorum", default=0, show_default=True, type=click.IntRange(0),
               help="Serve as the log's checkpoint the latest one cosigned by this many "
                    "of the --witness keys.")
+@click.option("--docs", is_flag=True, default=False,
+              help="Serve the interactive API page at /docs (it loads its script from a CDN).")
 def serve(policy: str, registry: str | None, audit: str | None, log_key: str | None,
           pseudonym_key: str | None, tokens: str, host: str, port: int, workers: int,
           batch_limit: int, max_body: int, checkpoint_every: int,
           checkpoint_seconds: float, witnesses: Sequence[str] = (),
-          witness_quorum: int = 0) -> None:
-    """Serve the check API over HTTP (OpenAPI at /docs and /openapi.json)."""
+          witness_quorum: int = 0, docs: bool = False) -> None:
+    """Serve the check API over HTTP (OpenAPI at /openapi.json; /docs with --docs)."""
     import uvicorn
 
     from flowguard.server.app import CONFIG_ENV, ServerConfig, create_app
@@ -55,7 +57,7 @@ def serve(policy: str, registry: str | None, audit: str | None, log_key: str | N
                           pseudonym_key=pseudonym_key, tokens=tokens, batch_limit=batch_limit,
                           max_body_bytes=max_body, checkpoint_every=checkpoint_every,
                           checkpoint_seconds=checkpoint_seconds,
-                          witnesses=tuple(witnesses), witness_quorum=witness_quorum)
+                          witnesses=tuple(witnesses), witness_quorum=witness_quorum, docs=docs)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # request lines could carry ids; flowguard logs what it needs itself
     options = {"host": host, "port": port, "access_log": False, "log_level": "warning",
@@ -97,5 +99,5 @@ def token_new(file: str, token_id: str, organization: str, scopes: Sequence[str]
     entries = [t.model_dump(mode="json") for t in existing]
     entries.append({"id": token_id, "hash": digest, "organization": organization,
                     "scopes": list(dict.fromkeys(scopes))})
-    path.write_text(yaml.safe_dump({"tokens": entries}, sort_keys=False), encoding="utf-8")
+    write_tokens(path, yaml.safe_dump({"tokens": entries}, sort_keys=False))
     out.print(secret, markup=False)

@@ -7,8 +7,9 @@ evaluation in `engine`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from enum import StrEnum
 from operator import itemgetter
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, TypeVar, cast
@@ -24,6 +25,7 @@ from pydantic import (
     PrivateAttr,
     SerializerFunctionWrapHandler,
     StringConstraints,
+    ValidationInfo,
     model_serializer,
     model_validator,
 )
@@ -31,6 +33,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from flowguard._hierarchy import Hierarchy
+from flowguard.text import free_text, record_id
 
 # --------------------------------------------------------------------------- scalars
 
@@ -41,6 +44,25 @@ Id = Annotated[
     StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=f"^{ID_PATTERN}$"),
 ]
 Text = Annotated[str, StringConstraints(max_length=4000)]
+STORED: dict[str, bool] = {"stored": True}
+"""Validation context for records read back from a store: the input checks below apply to
+what is written, so a record stored before they existed stays readable (nothing stored is
+lost); terminals show such text through `flowguard._terminal`."""
+
+
+def _on_input(check: Callable[[str], str]) -> Callable[[str, ValidationInfo], str]:
+    def checked(value: str, info: ValidationInfo) -> str:
+        if isinstance(info.context, dict) and info.context.get("stored"):
+            return value
+        return check(value)
+    return checked
+
+
+RecordId = Annotated[Id, AfterValidator(_on_input(record_id))]
+"""A consent's or guardianship's id: an `Id` without `/`, so that it fits in every URL path."""
+FreeText = Annotated[str, AfterValidator(_on_input(free_text))]
+"""Short free text kept in the registry and the audit log (recorders, evidence): printable
+characters only, at most 200."""
 
 
 def _one_or_many(value: Any) -> Any:
@@ -72,7 +94,16 @@ def _as_utc(value: datetime) -> datetime:
     return value if value.tzinfo is UTC else value.astimezone(UTC)
 
 
-Instant = Annotated[AwareDatetime, AfterValidator(_as_utc)]
+def _not_a_number(value: Any) -> Any:
+    """A time is an RFC 3339 string (or a YAML timestamp), never a number that pydantic
+    would take as a Unix time."""
+    if isinstance(value, int | float | Decimal):
+        raise ValueError("write the time as an RFC 3339 string, e.g. "
+                         "\"2026-01-10T09:00:00Z\", not a number")
+    return value
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_as_utc), BeforeValidator(_not_a_number)]
 """An RFC 3339 time with a zone, kept in UTC. pydantic-core checks the zone; the conversion
 to the standard library's UTC matters because `timestamp()` and `isoformat()` are several
 times slower on pydantic's own zone type, and both run while deciding."""
@@ -171,6 +202,9 @@ class Jurisdiction(Model):
 class Organization(Model):
     kind: Id
     sector: Sector
+    # may record and read consents and guardianships over HTTP (SPEC §3, §10); None when
+    # absent, so that policies without it keep their digest
+    records_consents: Annotated[bool, Field(strict=True)] | None = None
     name: Text | None = None
     description: Text | None = None
 
@@ -295,7 +329,7 @@ GuardianshipKind = Literal["parental", "adult"]
 
 
 class Guardianship(Model):
-    id: Id
+    id: RecordId
     guardian: Id
     subject: Id
     kind: GuardianshipKind
@@ -306,13 +340,13 @@ class Guardianship(Model):
 
 
 class Evidence(Model):
-    method: Text
-    reference: Text | None = None
+    method: FreeText
+    reference: FreeText | None = None
     note: Text | None = None
 
 
 class Consent(Model):
-    id: Id
+    id: RecordId
     subject: Id
     given_by: Id
     given_at: Instant

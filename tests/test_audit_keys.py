@@ -131,6 +131,7 @@ def test_the_server_refuses_keys_that_are_not_the_logs(tmp_path: Path, keys: Key
     before = log_state(audit)
     tokens = tmp_path / "tokens.yaml"
     tokens.write_text('{"tokens": []}', encoding="utf-8")
+    tokens.chmod(0o600)
     for log_key, pseudonym_key, words in ((other.log_key, keys.pseudonym_key, ORIGIN),
                                           (keys.log_key, other.pseudonym_key, "pseudonym")):
         with pytest.raises(InputError, match=words):

@@ -301,6 +301,7 @@ def test_server_start_appends_what_the_log_lacks(setup: Setup,
         assert setup.grant("k-server", *setup.audit_options).exit_code == 1
     tokens = setup.folder / "tokens.yaml"
     tokens.write_text('{"tokens": []}', encoding="utf-8")
+    tokens.chmod(0o600)
     service = Service(ServerConfig(
         policy=str(AALBORG), tokens=str(tokens), registry=setup.registry, audit=setup.audit,
         log_key=str(setup.log_key), pseudonym_key=str(setup.pseudonym_key)))
@@ -325,6 +326,7 @@ def test_the_http_service_says_a_change_stands_without_its_entry(
     tokens.write_text(json.dumps({"tokens": [{
         "id": "kommune", "hash": digest, "organization": "aalborg-kommune",
         "scopes": ["consent:write", "consent:read"]}]}), encoding="utf-8")
+    tokens.chmod(0o600)
     config = ServerConfig(policy=str(AALBORG), tokens=str(tokens), registry=setup.registry,
                           audit=setup.audit, log_key=str(setup.log_key),
                           pseudonym_key=str(setup.pseudonym_key))
@@ -334,7 +336,7 @@ def test_the_http_service_says_a_change_stands_without_its_entry(
                "purposes": ["job-matching"]}
     with TestClient(create_app(config)) as client, monkeypatch.context() as patch:
         _fail_appends(patch)
-        answer = client.post("/v1/consents", json={"by": "anne", "consent": consent},
+        answer = client.post("/v1/consents", json={"consent": consent},
                              headers={"Authorization": f"Bearer {secret}",
                                       "X-Request-Id": "request-0001"})
     assert answer.status_code == 500, answer.text

@@ -142,20 +142,20 @@ def test_http_writes_validate_against_the_active_policy(
     server, token, policy = served
     kommune = token["kommune"]
     typo = {**CONSENT, "data": ["identity.nam"]}
-    refused = server.post("/v1/consents", {"by": "anne", "consent": typo}, kommune)
+    refused = server.post("/v1/consents", {"consent": typo}, kommune)
     assert refused.status_code in (400, 422), refused.text
     assert "identity.name" in refused.text  # did you mean
     assert server.get("/v1/consents/k-new", kommune).status_code == 404
     # a category the policy does not declare yet, then does after a reload
     nickname = {**CONSENT, "data": ["identity.nickname"]}
-    assert server.post("/v1/consents", {"by": "anne", "consent": nickname},
+    assert server.post("/v1/consents", {"consent": nickname},
                        kommune).status_code in (400, 422)
     policy_file = policy / "policy.yaml"
     policy_file.write_text(policy_file.read_text().replace(
         "data_categories:\n", "data_categories:\n  identity.nickname: {}\n", 1))
     reloaded = server.post("/v1/policy/reload", None, token["admin"])
     assert reloaded.json()["activated"] is True, reloaded.text
-    granted = server.post("/v1/consents", {"by": "anne", "consent": nickname}, kommune)
+    granted = server.post("/v1/consents", {"consent": nickname}, kommune)
     assert granted.status_code == 201, granted.text
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import sqlite3
 import unicodedata
 from itertools import count
 from pathlib import Path
@@ -20,7 +21,7 @@ from rich.console import Console
 
 from flowguard._cli import cli
 from flowguard._terminal import cell, safe, safe_json, safe_lines
-from flowguard.audit.entries import generate_pseudonym_key
+from flowguard.audit.trail import open_audit_log
 
 from .conftest import EXAMPLES
 
@@ -100,33 +101,52 @@ def url(tmp_path: Path) -> str:
     return url
 
 
+def _store_as_written(url: str, record: str, text: str) -> None:
+    """Put `text` into a record's stored events as text written before input was checked
+    (the registry refuses such text now; older registries may still hold it)."""
+    database = sqlite3.connect(url.removeprefix("sqlite:///"))
+    database.execute("DROP TRIGGER registry_events_no_update")
+    database.execute("UPDATE registry_events SET actor = ?, evidence = ? WHERE record = ?",
+                     (text, json.dumps({"method": "signed-form", "reference": text}), record))
+    database.commit()
+    database.close()
+
+
 def test_consent_history_and_show_print_stored_text_inert(url: str) -> None:
+    refused = run("consent", "grant", "-r", url, "-p", str(AALBORG), "--id", "k-evil",
+                  "--subject", "citizen-0609", "--recipient", "cafe-solsikke", "--data",
+                  "identity.name", "--purpose", "job-matching", "--by", "anne",
+                  "--evidence", "signed-form", "--reference", NASTY)
+    assert refused.exit_code == 2 and "printable text on one line" in refused.output
     granted = run("consent", "grant", "-r", url, "-p", str(AALBORG), "--id", "k-evil",
                   "--subject", "citizen-0609", "--recipient", "cafe-solsikke", "--data",
-                  "identity.name", "--purpose", "job-matching", "--by", NASTY,
-                  "--evidence", "signed-form", "--reference", NASTY)
+                  "identity.name", "--purpose", "job-matching", "--by", "anne",
+                  "--evidence", "signed-form", "--reference", "paper")
     assert granted.exit_code == 0, granted.output
-    withdrawn = run("consent", "withdraw", "k-evil", "-r", url, "--by", NASTY)
+    withdrawn = run("consent", "withdraw", "k-evil", "-r", url, "--by", "anne")
     assert withdrawn.exit_code == 0
+    _store_as_written(url, "k-evil", NASTY)
     history = run("consent", "history", "k-evil", "-r", url)
     _assert_inert(history.output)
     assert "[bold red]evil[/bold red]" in history.output  # markup shown, not applied
     assert ":warning:" in history.output  # no emoji code replaced
     assert history.output.count("\n") == 2  # one line per event
     shown = run("consent", "show", "k-evil", "-r", url, "-p", str(AALBORG))
-    _assert_inert(shown.output)
+    assert "\x1b" not in shown.output and "\r" not in shown.output
     as_json = run("consent", "history", "k-evil", "-r", url, "--json")
     assert "\x1b" not in as_json.output and "\x9b" not in as_json.output
     assert json.loads(as_json.output)[0]["by"] == NASTY  # the same data, escaped as JSON
 
 
-def test_audit_show_prints_stored_text_inert(url: str, tmp_path: Path) -> None:
-    key = tmp_path / "pseudonym.key"
-    generate_pseudonym_key(key)
+def test_audit_show_prints_stored_text_inert(tmp_path: Path) -> None:
     audit = f"sqlite:///{tmp_path}/audit.db"
-    withdrawn = run("consent", "withdraw", "k-0042-cafe", "-r", url, "--by", NASTY,
-                    "--audit", audit, "--pseudonym-key", str(key))
-    assert withdrawn.exit_code == 0, withdrawn.output
+    log = open_audit_log(audit)
+    try:  # an entry as a writer from before the input checks could have left it
+        log.append([{"v": 1, "kind": "registry", "time": "2026-01-01T00:00:00.000000Z",
+                     "event": "consent.withdrawn", "seq": 99, "record": "k-0042-cafe",
+                     "subject": "hmac-sha256:" + "0" * 64, "by": NASTY}])
+    finally:
+        log.close()
     shown = CliRunner().invoke(cli, ["audit", "show", "--audit", audit],
                                catch_exceptions=False, env={"COLUMNS": "400"})
     assert shown.exit_code == 0, shown.output
@@ -145,6 +165,9 @@ def test_any_by_is_shown_on_one_line(url: str, by: str) -> None:
     granted = run("consent", "grant", "-r", url, "-p", str(AALBORG), "--id", consent_id,
                   "--subject", "citizen-0609", "--recipient", "cafe-solsikke", "--data",
                   "identity.name", "--purpose", "job-matching", "--by", by)
+    if not (by.isprintable() and len(by) <= 200):  # refused at input (issue 13)
+        assert granted.exit_code == 2 and "--by" not in granted.output.splitlines()[0:0]
+        return
     assert granted.exit_code == 0, granted.output
     history = run("consent", "history", consent_id, "-r", url)
     lines = history.output.splitlines()

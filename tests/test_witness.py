@@ -519,6 +519,7 @@ def test_serve_submits_every_checkpoint_and_serves_the_witnessed_one(
     tokens.write_text(f'{{"tokens": [{{"id": "auditor", "hash": "{digest}", '
                       '"organization": "aalborg-kommune", "scopes": ["audit:read"]}]}',
                       encoding="utf-8")
+    tokens.chmod(0o600)
     config = ServerConfig(
         policy=str(Path(__file__).parent.parent / "policies" / "aalborg-aktiv"),
         tokens=str(tokens), audit=f"sqlite:///{tmp_path / 'audit.db'}", log_key=str(key_file),

@@ -27,6 +27,7 @@ from flowguard.audit.log import (
     is_current,
 )
 from flowguard.audit.note import KeyFormatError, Signer
+from flowguard.audit.unknown import hide_unknown
 from flowguard.errors import Diagnostic
 from flowguard.model import Decision, Policy
 from flowguard.store._db import Database, connect
@@ -61,13 +62,16 @@ class AuditTrail:
         """The entries of `decisions`, each with the registry revision it was decided at
         (`registry_revision` for a decision that names none: an evaluation error)."""
         actors = policy.actors
-        return [
+        entries = [
             decision_entry(d, self.pseudonym,
                            registry_revision=registry_revision if d.registry_revision is None
                            else d.registry_revision,
                            organization=actors[d.flow.recipient].organization
                            if d.flow.recipient in actors else "")
             for d in decisions]
+        # an id the policy lacks is kept as its keyed hash, never raw (issue 13)
+        return [e if e["outcome"] == "permit" else hide_unknown(e, policy, self.pseudonym)
+                for e in entries]
 
     def record_registry_changes(self, changes: Sequence[RegistryChange]) -> AppendResult:
         return self.log.append([

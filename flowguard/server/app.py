@@ -34,13 +34,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from flowguard.audit.entries import access_entry
 from flowguard.audit.outbox import AuditPendingError
 from flowguard.audit.trail import AuditTrail, open_audit
+from flowguard.audit.unknown import MAX_UNKNOWN_IDS, hide_id, unknown_ids
 from flowguard.engine import AUDIT_FAILED, Engine
 from flowguard.errors import ExplanationError, InputError
 from flowguard.lint import lint
 from flowguard.model import (
     Consent,
     Decision,
-    Evidence,
     Flow,
     Guardianship,
     Id,
@@ -49,8 +49,11 @@ from flowguard.model import (
 )
 from flowguard.policy import load_policy
 from flowguard.registry import InMemoryRegistry, Registry
+from flowguard.server.authz import Gate
+from flowguard.server.health import Readiness, logged_reload
 from flowguard.server.tokens import Scope as TokenScope
 from flowguard.server.tokens import Token, TokenTable, load_tokens
+from flowguard.server.wire import ChangeRequest, GrantRequest, GuardianshipRequest, SingleRequestId
 from flowguard.store import (
     RegistryStore,
     is_database_url,
@@ -79,6 +82,7 @@ class ServerConfig:
     checkpoint_seconds: float = 60.0
     witnesses: tuple[str, ...] = ()
     witness_quorum: int = 0
+    docs: bool = False
 
 
 # --------------------------------------------------------------------------- bodies
@@ -90,24 +94,6 @@ class CheckBatch(Model):
 
 class DecisionBatch(Model):
     decisions: tuple[Decision, ...]
-
-
-class ChangeRequest(Model):
-    """Who records a change, and on what evidence."""
-
-    by: Annotated[str, Field(min_length=1, max_length=200)]
-    at: datetime | None = None
-    evidence: Evidence | None = None
-
-
-class GrantRequest(Model):
-    by: Annotated[str, Field(min_length=1, max_length=200)]
-    consent: Consent
-
-
-class GuardianshipRequest(Model):
-    by: Annotated[str, Field(min_length=1, max_length=200)]
-    guardianship: Guardianship
 
 
 class SubjectQuery(Model):
@@ -265,7 +251,9 @@ class Service:
                             "lacked", len(self.registry.reconciled))
         elif config.registry:
             self.registry = open_registry(config.registry, policy)
-        self.tokens: TokenTable = load_tokens(config.tokens, set(policy.organizations))
+        self.tokens: TokenTable = load_tokens(
+            config.tokens, set(policy.organizations),
+            {a: actor.organization for a, actor in policy.actors.items()})
         self.engine = Engine(policy, self.registry)
         self.activated_at = datetime.now(UTC)
         if self.trail is not None:
@@ -399,7 +387,8 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
         gc.freeze()
         # SIGHUP reloads the policy (only where the loop runs in the main thread)
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(state.reload()))
+            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(
+                logged_reload(state.reload, "SIGHUP")))
         collecting = loop.create_task(state.witnesses.run()) if state.witnesses else None
         yield
         if collecting is not None:
@@ -410,11 +399,18 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
         title="flowguard", version="1",
         description="Consent-aware information-flow checks for co-produced public services.",
         lifespan=lifespan,
+        # the interactive page loads its script from a CDN: only when asked (`--docs`)
+        docs_url="/docs" if config.docs else None, redoc_url=None,
         responses={401: {"model": Problem, "description": "missing or unknown token"},
                    403: {"model": Problem, "description": "not allowed for this token"},
                    413: {"model": Problem, "description": "request body too large"}})
     app.state.service = state
     bearer = HTTPBearer(auto_error=False)
+    gate = Gate(lambda: state.engine.policy, state.audit)
+    readiness = Readiness(
+        ([("registry", config.registry, "registry_head")]
+         if config.registry and is_database_url(config.registry) else [])
+        + ([("audit log", config.audit, "audit_head")] if config.audit else []))
 
     def require(scope: TokenScope) -> Callable[..., Awaitable[Token]]:
         async def dependency(
@@ -483,16 +479,24 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
     async def decide(token: Token, flows: list[Flow]) -> list[Decision]:
         engine = state.engine
         actors = engine.policy.actors
+        unknown = unknown_ids(engine.policy, flows)
+        if len(unknown) > MAX_UNKNOWN_IDS:  # refused before anything is written
+            raise HTTPException(422, f"the request names {len(unknown)} ids the policy does "
+                                     f"not know; at most {MAX_UNKNOWN_IDS} are accepted")
         outside = [f.sender for f in flows
                    if f.sender not in actors or
                    actors[f.sender].organization != token.organization]
         if outside:
+            sender = (hide_id(outside[0], actors, state.trail.pseudonym)
+                      if state.trail is not None else "")
             await state.audit([access_entry(
                 token=token.id, organization=token.organization, action="check",
-                reason="sender-outside-organization", sender=outside[0],
+                reason="sender-outside-organization", sender=sender,
                 at=datetime.now(UTC))])
-            raise HTTPException(403, f"sender `{outside[0]}` is not an actor of organization "
-                                     f"`{token.organization}`")
+            named = f"sender `{outside[0]}`" if outside[0] in actors else "a sender"
+            raise HTTPException(403, f"{named} is not an actor of organization "
+                                     f"`{token.organization}`: send only flows from your "
+                                     "own organization's actors")
         decisions = engine.check_many(flows)
         for index, decision in enumerate(decisions):
             try:  # the engine explains a decision when it is read: read it all now
@@ -541,9 +545,10 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
     async def grant(body: GrantRequest,
                     token: Annotated[Token, Depends(require("consent:write"))],
                     _: Annotated[str, Depends(request_id)]) -> RecordedEvent:
-        """Record a consent."""
+        """Record a consent (the controller and `records_consents` organizations only)."""
+        by = await gate.writer(token, "consent.grant", body.on_behalf_of)
         store = state.store
-        return _event(await asyncio.to_thread(store.grant, body.consent, by=body.by))
+        return _event(await asyncio.to_thread(store.grant, body.consent, by=by))
 
     @app.post("/v1/consents/{consent_id}/withdraw", response_model=RecordedEvent,
               tags=["consents"], responses={404: {"model": Problem}, 409: {"model": Problem}})
@@ -551,8 +556,11 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
                        token: Annotated[Token, Depends(require("consent:write"))],
                        _: Annotated[str, Depends(request_id)]) -> RecordedEvent:
         """Withdraw a consent: its id is all it takes (GDPR Art. 7(3))."""
+        by = await gate.writer(token, "consent.withdraw", body.on_behalf_of)
         store = state.store
-        return _event(await _by_id(lambda: store.withdraw(consent_id, by=body.by, at=body.at,
+        await gate.record(token, "consent.withdraw", "consent", consent_id,
+                          await asyncio.to_thread(store.history, consent_id))
+        return _event(await _by_id(lambda: store.withdraw(consent_id, by=by, at=body.at,
                                                           evidence=body.evidence)))
 
     @app.get("/v1/consents/{consent_id}", response_model=ConsentView, tags=["consents"],
@@ -561,6 +569,9 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
                            token: Annotated[Token, Depends(require("consent:read"))]
                            ) -> ConsentView:
         """The current version of a consent and its status now."""
+        await gate.reader(token, "consent.read")
+        await gate.record(token, "consent.read", "consent", consent_id,
+                          await asyncio.to_thread(state.store.history, consent_id))
         found = await asyncio.to_thread(state.store.consent, consent_id)
         if found is None:
             raise HTTPException(404, f"no consent `{consent_id}`")
@@ -575,8 +586,10 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
                               token: Annotated[Token, Depends(require("consent:read"))]
                               ) -> list[RecordedEvent]:
         """Every recorded event of a consent, oldest first."""
+        await gate.reader(token, "consent.history")
         events = [e for e in await asyncio.to_thread(state.store.history, consent_id)
                   if e.kind.startswith("consent.")]
+        await gate.record(token, "consent.history", "consent", consent_id, events)
         if not events:
             raise HTTPException(404, f"no consent `{consent_id}`")
         return [_event(e) for e in events]
@@ -586,9 +599,10 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
     async def add_guardianship(body: GuardianshipRequest,
                                token: Annotated[Token, Depends(require("consent:write"))],
                                _: Annotated[str, Depends(request_id)]) -> RecordedEvent:
-        """Record a guardianship."""
+        """Record a guardianship (the controller and `records_consents` organizations)."""
+        by = await gate.writer(token, "guardianship.add", body.on_behalf_of)
         return _event(await asyncio.to_thread(state.store.add_guardianship,
-                                              body.guardianship, by=body.by))
+                                              body.guardianship, by=by))
 
     @app.post("/v1/guardianships/{guardianship_id}/end", response_model=RecordedEvent,
               tags=["guardianships"], responses={404: {"model": Problem},
@@ -597,9 +611,12 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
                                token: Annotated[Token, Depends(require("consent:write"))],
                                _: Annotated[str, Depends(request_id)]) -> RecordedEvent:
         """End a guardianship."""
+        by = await gate.writer(token, "guardianship.end", body.on_behalf_of)
         store = state.store
+        await gate.record(token, "guardianship.end", "guardianship", guardianship_id,
+                          await asyncio.to_thread(store.history, guardianship_id))
         return _event(await _by_id(lambda: store.end_guardianship(
-            guardianship_id, by=body.by, at=body.at, evidence=body.evidence)))
+            guardianship_id, by=by, at=body.at, evidence=body.evidence)))
 
     @app.post("/v1/guardianships/query", response_model=list[Guardianship],
               tags=["guardianships"])
@@ -608,8 +625,14 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
                                  ) -> list[Guardianship]:
         """A subject's guardianships (the subject id travels in the body, never in a URL
         that logs and proxies record)."""
+        await gate.reader(token, "guardianship.query")
         records = await asyncio.to_thread(state.registry.records_of, body.subject)
-        return sorted(records.guardianships, key=lambda g: g.id)
+        found = sorted(records.guardianships, key=lambda g: g.id)
+        if isinstance(state.registry, RegistryStore):  # only what this token may see
+            store = state.registry
+            found = [g for g in found
+                     if gate.sees(token, await asyncio.to_thread(store.history, g.id))]
+        return found
 
     # ------------------------------------------------------------------ audit
 
@@ -673,7 +696,7 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
                             _: Annotated[str, Depends(request_id)]) -> ReloadResult:
         """Load, validate and lint the policy again and activate it atomically; a policy with
         errors leaves the active one in place and returns the errors."""
-        return await state.reload()
+        return await logged_reload(state.reload, "HTTP")  # type: ignore[no-any-return]
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -682,14 +705,10 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
 
     @app.get("/readyz", tags=["health"], responses={503: {"model": Problem}})
     async def readyz() -> JSONResponse:
-        """The registry and audit log answer."""
-        try:
-            await asyncio.to_thread(lambda: state.registry.revision)
-            if state.trail is not None:
-                await asyncio.to_thread(lambda: state.trail.log.size if state.trail else 0)
-        except Exception as exc:
-            log.error("not ready (%s)", type(exc).__name__)
-            return JSONResponse({"detail": "storage unavailable"}, status_code=503)
+        """The registry and audit log take a write (answered within 2 s)."""
+        down = await readiness.unavailable()
+        if down is not None:
+            return JSONResponse({"detail": f"{down} unavailable"}, status_code=503)
         return JSONResponse({"status": "ready", "policy": state.engine.policy_digest})
 
     def openapi() -> dict[str, Any]:
@@ -709,6 +728,7 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    app.add_middleware(SingleRequestId)
     return app
 
 

@@ -7,14 +7,20 @@ tokens:
     hash: sha256:9f86d08...      # `flowguard serve token` prints a token and this line
     organization: aalborg-kommune
     scopes: [check, consent:write, audit:read]
+    actors: [case-worker]        # optional: the actors it may name in `on_behalf_of`
 ```
+
+The file must be readable by its owner only (mode 0600, as `flowguard token new` writes it):
+whoever can write it can grant themselves any scope.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -39,6 +45,7 @@ class Token(Model):
     hash: Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]
     organization: Id
     scopes: Annotated[tuple[Scope, ...], Field(min_length=1)]
+    actors: tuple[Id, ...] | None = None
 
 
 class TokensFile(Model):
@@ -69,9 +76,13 @@ class TokenTable:
         return found
 
 
-def load_tokens(path: str | Path, organizations: set[str] | None = None) -> TokenTable:
-    """Read a tokens file; with `organizations`, each token's must exist in the policy."""
+def load_tokens(path: str | Path, organizations: set[str] | None = None,
+                actors: Mapping[str, str] | None = None) -> TokenTable:
+    """Read a tokens file; with `organizations`, each token's must exist in the policy, and
+    with `actors` (actor id → organization), each actor a token names must belong to its
+    organization."""
     out = Collector()
+    check_private(Path(path))
     try:
         documents = load_documents(Path(path))
     except SourceError as exc:
@@ -91,6 +102,38 @@ def load_tokens(path: str | Path, organizations: set[str] | None = None) -> Toke
         if organizations is not None and token.organization not in organizations:
             out.reference(doc, ("tokens", index, "organization"), token.organization,
                           organizations, "organization")
+        if organizations is not None and token.actors and actors is not None:
+            for position, actor in enumerate(token.actors):
+                if actors.get(actor) != token.organization:
+                    out.add(doc, ("tokens", index, "actors", position),
+                            f"actor `{actor}` is not an actor of organization "
+                            f"`{token.organization}`", code="unknown-reference")
     if out.has_errors:
         raise TokenError(out.diagnostics)
     return TokenTable(parsed.tokens)
+
+
+def check_private(path: Path) -> None:
+    """Refuse a tokens file that its group or others may read or write (like key files):
+    whoever can change it can give themselves any scope."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # load_documents reports a missing or unreadable file
+    if mode & 0o077:
+        raise TokenError([Diagnostic(
+            f"the tokens file may be read or changed by others (mode {oct(mode & 0o777)})",
+            str(path), code="permissions", hint=f"chmod 600 {path}")])
+
+
+def write_tokens(path: Path, text: str) -> None:
+    """Write a tokens file with mode 0600 (replacing it atomically if it exists)."""
+    import os
+
+    temporary = path.with_name(path.name + ".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        temporary.unlink()
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(temporary, path)

@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple, TypeVar
 
-from flowguard.model import Consent, Evidence, Guardianship, Instant, Model, Subject
+from flowguard.model import (
+    STORED,
+    Consent,
+    Evidence,
+    Guardianship,
+    Instant,
+    Model,
+    Subject,
+)
 from flowguard.registry import SubjectRecords
 
 EventKind = Literal[
@@ -150,8 +158,8 @@ _R = TypeVar("_R", Subject, Consent, Guardianship)
 
 def _parse(model: type[_R], body: str | dict[str, Any]) -> _R:
     if isinstance(body, str):
-        return model.model_validate_json(body)
-    return model.model_validate(body)
+        return model.model_validate_json(body, context=STORED)
+    return model.model_validate(body, context=STORED)
 
 
 def _instant(body: str | dict[str, Any], key: str) -> datetime:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from flowguard.errors import Diagnostic, RegistryError
-from flowguard.model import Consent, Evidence, Guardianship, Policy, Subject
+from flowguard.model import STORED, Consent, Evidence, Guardianship, Policy, Subject
 from flowguard.registry import NO_RECORDS, InMemoryRegistry, SubjectRecords, validate_records
 from flowguard.store._db import Cursor, Database, Migration, Row, migrate, require_schema
 from flowguard.store.events import (
@@ -32,6 +32,7 @@ from flowguard.store.events import (
     replay,
 )
 from flowguard.store.identity import init_identity
+from flowguard.text import MAX_RECORDER, free_text
 
 if TYPE_CHECKING:
     from flowguard.audit.outbox import RegistryOutbox
@@ -114,7 +115,7 @@ def _event(row: Row) -> Event:
         "seq": seq, "recorded_at": from_micros(recorded_at), "kind": kind, "subject": subject,
         "record": record, "by": actor,
         "evidence": None if evidence is None else json.loads(evidence),
-        "body": json.loads(body)})
+        "body": json.loads(body)}, context=STORED)
 
 
 class RegistryStore:
@@ -534,6 +535,10 @@ class _Writer:
                                            dict[str, Any]]], by: str) -> None:
         if not by:
             raise _error("say who records the change (`by`)", "<registry>", code="missing")
+        try:
+            free_text(by, what="the recorder (`by`)", limit=MAX_RECORDER)
+        except ValueError as exc:
+            raise _error(str(exc), "<registry>") from None
         first = self.revision + 1
         params = [
             (first + i, self.recorded_at, kind, subject, record, by,

@@ -1,0 +1,42 @@
+"""Checks on short free text and record ids that travel into the registry, the audit log
+and people's terminals (issue 13): nothing there may be read as a control sequence, a new
+line or markup by whoever displays it, and nothing may grow without bound."""
+
+from __future__ import annotations
+
+MAX_FREE_TEXT = 200
+MAX_RECORDER = 700
+"""A registry event's recorder: over HTTP `token:<id> organization:<org> on_behalf_of:<actor>`,
+three ids of at most 200 characters each."""
+
+
+def free_text(value: str, *, what: str = "this text", limit: int = MAX_FREE_TEXT) -> str:
+    """`value` if it is 1-`limit` printable characters (no control characters, line breaks,
+    tabs or invisible format characters), else `ValueError` saying what to write."""
+    if not value:
+        raise ValueError(f"{what} is empty: write at least one character")
+    if len(value) > limit:
+        raise ValueError(f"{what} has {len(value)} characters: write at most {limit}")
+    if not value.isprintable():
+        raise ValueError(f"{what} holds a control, line-break or invisible character: "
+                         "write printable text on one line")
+    return value
+
+
+def record_id(value: str) -> str:
+    """A consent's or guardianship's id: refused when it holds `/` (it could be recorded
+    but never named in a URL path)."""
+    if "/" in value:
+        raise ValueError("a consent or guardianship id may not contain `/` (it must fit in "
+                         "a URL path): use `-`, `.` or `:` instead")
+    return value
+
+
+def displayable(value: str) -> str:
+    """`value` for a terminal: every non-printable character (control sequences, CR/LF,
+    invisible format characters) shown as a visible escape such as `\\x1b`, so stored text
+    written before these checks existed cannot move the cursor or forge a line."""
+    if value.isprintable():
+        return value
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in value)
