@@ -1025,6 +1025,9 @@ SECTORS = st.sampled_from(["public", "private", "voluntary"])
 TEXTS = st.text(st.characters(blacklist_categories=("Cs", "Zl", "Zp", "Cc"),
                               blacklist_characters="\x0b\x0c\x85\xa0\u1680\u2000\u3000"),
                 min_size=1, max_size=10)
+PRINTABLE = st.text(st.characters(blacklist_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zl",
+                                                        "Zp", "Zs")), min_size=1, max_size=10)
+"""Evidence method and reference: printable text only (issue 13)."""
 
 
 @st.composite
@@ -1046,7 +1049,7 @@ def consents(draw: st.DrawFn) -> Consent:
                                             max_value=timedelta(days=3000)))
     withdrawn = draw(st.none() | INSTANTS)
     return Consent(
-        id=draw(st.sampled_from(["k", "fhir-k", "k.1", "K_o", "a/b"])) + draw(IDS),
+        id=draw(st.sampled_from(["k", "fhir-k", "k.1", "K_o", "a:b"])) + draw(IDS),
         subject=subject, given_by=draw(st.just(subject) | IDS), given_at=given_at,
         recipients=tuple(draw(st.lists(selectors(), min_size=1, max_size=3, unique=True))),
         data=tuple(draw(st.lists(IDS, min_size=1, max_size=3, unique=True))),
@@ -1056,7 +1059,8 @@ def consents(draw: st.DrawFn) -> Consent:
         expires_at=None if expires is None else given_at + expires,
         withdrawn_at=withdrawn,
         evidence=draw(st.none() | st.builds(
-            Evidence, method=TEXTS, reference=st.none() | TEXTS, note=st.none() | TEXTS)))
+            Evidence, method=PRINTABLE, reference=st.none() | PRINTABLE,
+            note=st.none() | TEXTS)))
 
 
 @settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
