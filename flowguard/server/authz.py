@@ -44,7 +44,7 @@ def may_record(policy: Policy, organization: str) -> bool:
     if policy.service is not None and policy.service.controller == organization:
         return True
     found = policy.organizations.get(organization)
-    return found is not None and found.records_consents
+    return found is not None and found.records_consents is True
 
 
 def is_controller(policy: Policy, organization: str) -> bool:
