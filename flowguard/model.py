@@ -103,12 +103,14 @@ def _not_a_number(value: Any) -> Any:
     return value
 
 
-Instant = Annotated[AwareDatetime, AfterValidator(_as_utc), BeforeValidator(_not_a_number)]
+Instant = Annotated[AwareDatetime, AfterValidator(_as_utc)]
 """An RFC 3339 time with a zone, kept in UTC. pydantic-core checks the zone; the conversion
 to the standard library's UTC matters because `timestamp()` and `isoformat()` are several
 times slower on pydantic's own zone type, and both run while deciding."""
 
 Bound = Annotated[Instant, BeforeValidator(_date_as_midnight_utc)]
+TimeString = Annotated[Instant, BeforeValidator(_not_a_number)]
+"""An `Instant` that refuses numbers (the HTTP service's registry writes)."""
 """A validity bound: a time with a zone, or a date meaning 00:00 UTC that day."""
 
 

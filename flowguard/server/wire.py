@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import Field, model_validator
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from flowguard.model import Consent, Evidence, Guardianship, Id, Instant, Model
+from flowguard.model import Consent, Evidence, Guardianship, Id, Model, TimeString
 
 BY_REFUSED = ("`by` is not accepted: the recorder of a change is the token that sends it; "
               "to name the person acting, send `on_behalf_of` with an actor id of your "
@@ -33,7 +33,7 @@ class ChangeRequest(_NoBy):
     """A withdrawal or an ending: when, on what evidence, on whose behalf."""
 
     on_behalf_of: Id | None = _ON_BEHALF_OF
-    at: Instant | None = None
+    at: TimeString | None = None
     evidence: Evidence | None = None
 
 
