@@ -15,8 +15,6 @@ import gc
 import logging
 import re
 import signal
-import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -49,6 +47,7 @@ from flowguard.model import (
 )
 from flowguard.policy import load_policy
 from flowguard.registry import InMemoryRegistry, Registry
+from flowguard.server.shared import SharedState, shared_url
 from flowguard.server.tokens import Scope as TokenScope
 from flowguard.server.tokens import Token, TokenTable, load_tokens
 from flowguard.store import (
@@ -176,27 +175,6 @@ async def _by_id(call: Callable[[], Any]) -> Any:
 # --------------------------------------------------------------------------- state
 
 
-class _ReplayGuard:
-    """Request ids seen within the window (per process)."""
-
-    def __init__(self, window: float, limit: int = 200_000) -> None:
-        self.window = window
-        self.limit = limit
-        self._seen: OrderedDict[str, float] = OrderedDict()
-
-    def first_use(self, key: str) -> bool:
-        now = time.monotonic()
-        while self._seen:
-            oldest, seen_at = next(iter(self._seen.items()))
-            if now - seen_at < self.window and len(self._seen) < self.limit:
-                break
-            del self._seen[oldest]
-        if key in self._seen:
-            return False
-        self._seen[key] = now
-        return True
-
-
 class _AuditBatcher:
     """Group commit: decisions of concurrent requests are appended in one transaction, and
     each request answers only once its entries are durable."""
@@ -268,7 +246,10 @@ class Service:
         self.activated_at = datetime.now(UTC)
         if self.trail is not None:
             self.trail.record_policy(policy)
-        self.replays = _ReplayGuard(config.replay_window_seconds)
+        # request ids and the active policy, shared by every worker and server (shared.py)
+        self.shared = SharedState(shared_url(config.registry, config.audit),
+                                  window=config.replay_window_seconds)
+        self.generation = self.shared.publish(policy, only_if_different=True)
         self.batcher = _AuditBatcher(self.trail) if self.trail is not None else None
         self._reload_lock = asyncio.Lock()
 
@@ -295,10 +276,30 @@ class Service:
             engine = Engine(policy, self.registry)
             if self.trail is not None:
                 await asyncio.to_thread(self.trail.record_policy, policy)
-            self.engine = engine  # one reference assignment: requests see old or new
-            self.activated_at = datetime.now(UTC)
+            # every worker of every server adopts it before its next decision (shared.py)
+            self.generation = await asyncio.to_thread(self.shared.publish, policy)
+            self._activate(engine)
             log.info("policy %s activated", engine.policy_digest)
             return ReloadResult(activated=True, digest=engine.policy_digest, problems=[])
+
+    def _activate(self, engine: Engine) -> None:
+        self.engine = engine  # one reference assignment: requests see old or new
+        if isinstance(self.registry, RegistryStore):
+            self.registry.policy = engine.policy  # consent writes validate against it
+        self.activated_at = datetime.now(UTC)
+
+    async def current_engine(self) -> Engine:
+        """The engine of the newest policy generation this process has read (a check's
+        request-id claim reads it): adopt a policy another worker activated."""
+        if self.shared.seen_generation > self.generation:
+            async with self._reload_lock:
+                active = await asyncio.to_thread(self.shared.active)
+                if active is not None and active.generation > self.generation:
+                    self._activate(Engine(active.policy, self.registry))
+                    self.generation = active.generation
+                    log.info("policy %s adopted (generation %d)", active.digest,
+                             active.generation)
+        return self.engine
 
     async def audit(self, entries: list[dict[str, Any]]) -> None:
         if self.batcher is not None and entries:
@@ -313,6 +314,7 @@ class Service:
             self.trail.close()
         if isinstance(self.registry, RegistryStore):
             self.registry.close()
+        self.shared.close()
 
 
 # --------------------------------------------------------------------------- middleware
@@ -418,9 +420,14 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
 
     async def request_id(x_request_id: Annotated[str, Header(
             pattern=REQUEST_ID.pattern,
-            description="A unique id for this request (8-128 of A-Z a-z 0-9 . _ : -); a "
-                        "repeated id is refused as a replay.")]) -> str:
-        if not state.replays.first_use(x_request_id):
+            description="A unique id for this request (8-128 of A-Z a-z 0-9 . _ : -); an "
+                        "id the same token used within the replay window is refused.")],
+            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    ) -> str:
+        token = state.tokens.authenticate(credentials.credentials) if credentials else None
+        if token is None:  # the endpoint's token dependency has refused it already
+            raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
+        if not await asyncio.to_thread(state.shared.claim, token.id, x_request_id):
             raise HTTPException(409, "this X-Request-Id was used before: replay refused")
         return x_request_id
 
@@ -463,7 +470,7 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
     async def decide(token: Token, flows: list[Flow]) -> list[Decision]:
-        engine = state.engine
+        engine = await state.current_engine()
         actors = engine.policy.actors
         outside = [f.sender for f in flows
                    if f.sender not in actors or
