@@ -33,7 +33,7 @@ from flowguard.audit.entries import access_entry
 from flowguard.audit.outbox import AuditPendingError
 from flowguard.audit.trail import AuditTrail, open_audit
 from flowguard.engine import AUDIT_FAILED, Engine
-from flowguard.errors import ExplanationError, InputError
+from flowguard.errors import InputError
 from flowguard.lint import lint
 from flowguard.model import (
     Consent,
@@ -43,10 +43,11 @@ from flowguard.model import (
     Guardianship,
     Id,
     Model,
-    complete,
 )
 from flowguard.policy import load_policy
 from flowguard.registry import InMemoryRegistry, Registry
+from flowguard.server import limits, offload
+from flowguard.server.limits import TokenGate
 from flowguard.server.shared import SharedState, shared_url
 from flowguard.server.tokens import Scope as TokenScope
 from flowguard.server.tokens import Token, TokenTable, load_tokens
@@ -77,6 +78,10 @@ class ServerConfig:
     replay_window_seconds: float = 600.0
     checkpoint_every: int = 1000
     checkpoint_seconds: float = 60.0
+    max_connections: int = 2048  # limits.py
+    request_timeout: float = 30.0
+    keep_alive_timeout: float = 5.0
+    max_header_bytes: int = 64 * 1024
 
 
 # --------------------------------------------------------------------------- bodies
@@ -482,16 +487,11 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
                 at=datetime.now(UTC))])
             raise HTTPException(403, f"sender `{outside[0]}` is not an actor of organization "
                                      f"`{token.organization}`")
-        decisions = engine.check_many(flows)
-        for index, decision in enumerate(decisions):
-            try:  # the engine explains a decision when it is read: read it all now
-                complete(decision)
-            except ExplanationError:  # that flow alone is denied
-                decisions[index] = engine.error_decision(flows[index], datetime.now(UTC))
+        decisions = await offload.decide(engine, flows)  # a big batch off the loop
         if state.trail is not None:
             try:
-                entries = state.trail.decision_entries(decisions, engine.policy,
-                                                       engine.registry_revision)
+                entries = await offload.run(len(decisions), state.trail.decision_entries,
+                                            decisions, engine.policy, engine.registry_revision)
                 await state.audit(entries)
             except Exception:
                 # a decision that cannot be recorded must not be acted on
@@ -516,7 +516,8 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
         if len(batch.flows) > state.config.batch_limit:
             raise HTTPException(413, f"at most {state.config.batch_limit} flows per batch")
         decisions = await decide(token, list(batch.flows))
-        body = DecisionBatch.model_construct(decisions=tuple(decisions)).model_dump_json()
+        body = await offload.run(len(decisions), DecisionBatch.model_construct(
+            decisions=tuple(decisions)).model_dump_json)
         return Response(body, media_type="application/json")
 
     # ------------------------------------------------------------------ consents
@@ -693,6 +694,9 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    app.add_middleware(TokenGate, tokens=lambda: state.tokens)  # outermost: before the body
+    limits.configure(limits.Limits(config.max_connections, config.request_timeout,
+                                   config.keep_alive_timeout, config.max_header_bytes))
     return app
 
 
