@@ -138,8 +138,6 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def on_message_begin(self) -> None:
-        self._in_headers = True
-        self._header_bytes = 0
         self._arm()
         super().on_message_begin()
 
@@ -153,6 +151,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._disarm()
+        self._in_headers = True  # the next request's headers start
+        self._header_bytes = 0
         super().on_message_complete()
 
 
