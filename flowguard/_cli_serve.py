@@ -60,6 +60,11 @@ def serve(policy: str, registry: str | None, audit: str | None, log_key: str | N
     """Serve the check API over HTTP (OpenAPI at /docs and /openapi.json)."""
     import uvicorn
 
+    if workers > 1:  # every worker's metrics, summed whichever answers a scrape
+        import tempfile  # set before prometheus_client is imported (server/metrics.py)
+
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR",
+                              tempfile.mkdtemp(prefix="flowguard-metrics-"))
     from flowguard.server.app import CONFIG_ENV, ServerConfig, create_app
     from flowguard.server.limits import serve_problem, uvicorn_limits
 

@@ -290,3 +290,29 @@ def test_two_servers_with_two_workers_on_one_postgresql(tmp_path: Path) -> None:
             assert {d["policy_digest"] for d in after} == {reload.json()["digest"]}
         finally:
             cluster.stop()
+
+
+# --------------------------------------------------------------------------- operability
+
+
+def test_metrics_sum_every_worker_and_need_a_token(two_workers: Cluster) -> None:
+    for _ in range(6):
+        assert two_workers.post("/v1/check", FLOW, "kommune").status_code == 200
+    request_id = uuid.uuid4().hex
+    two_workers.post("/v1/check", FLOW, "kommune", request_id=request_id)
+    assert two_workers.post("/v1/check", FLOW, "kommune",
+                            request_id=request_id).status_code == 409
+    url = two_workers.url(0) + "/metrics"
+    assert httpx.get(url, timeout=10).status_code == 401
+    auth = {"Authorization": f"Bearer {two_workers.setup.token['reader']}"}
+    seen = set()
+    for _ in range(4):  # whichever worker answers, it reports both workers' counts
+        text = httpx.get(url, headers={**auth, "Connection": "close"}, timeout=10).text
+        permits = [line for line in text.splitlines()
+                   if line.startswith('flowguard_decisions_total{decision="permit"')]
+        seen.add(sum(float(line.rsplit(" ", 1)[1]) for line in permits))
+        assert 'flowguard_refusals_total{cause="replay"} 1.0' in text
+        assert 'endpoint="/v1/check"' in text and "flowguard_audit_append_seconds" in text
+        assert "flowguard_registry_revision_lag" in text
+        assert "citizen-" not in text and request_id not in text
+    assert seen == {7.0}

@@ -15,6 +15,7 @@ import gc
 import logging
 import re
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ from flowguard.model import (
 )
 from flowguard.policy import load_policy
 from flowguard.registry import InMemoryRegistry, Registry
-from flowguard.server import limits, offload
+from flowguard.server import limits, metrics, offload
 from flowguard.server.limits import TokenGate
 from flowguard.server.shared import SharedState, shared_url
 from flowguard.server.tokens import Scope as TokenScope
@@ -202,7 +203,9 @@ class _AuditBatcher:
             batch, self._pending = self._pending, []
             entries = [e for group, _ in batch for e in group]
             try:
+                started = time.perf_counter()
                 await asyncio.to_thread(self.trail.log.append, entries)
+                metrics.audit_appended(len(entries), time.perf_counter() - started)
             except Exception as exc:
                 log.error("audit append failed (%s)", type(exc).__name__)
                 for _, future in batch:
@@ -694,7 +697,9 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
-    app.add_middleware(TokenGate, tokens=lambda: state.tokens)  # outermost: before the body
+    app.add_middleware(TokenGate, tokens=lambda: state.tokens)  # before the body is read
+    app.add_middleware(metrics.Metrics, tokens=lambda: state.tokens,  # GET /metrics
+                       lag=lambda: state.registry.revision - state.engine.registry_revision)
     limits.configure(limits.Limits(config.max_connections, config.request_timeout,
                                    config.keep_alive_timeout, config.max_header_bytes))
     return app

@@ -80,6 +80,13 @@ def _status(code: int, reason: str) -> bytes:
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
 
 
+def _refusal(code: int, reason: str) -> bytes:
+    from flowguard.server.metrics import refused
+
+    refused(code)
+    return _status(code, reason)
+
+
 class LimitedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a connection cap, a request deadline and a header
     size cap (see the module's text)."""
@@ -94,7 +101,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self._limits.max_connections:
-            transport.write(_status(503, "Service Unavailable"))
+            transport.write(_refusal(503, "Service Unavailable"))
             transport.close()
             return
         self._arm()
@@ -118,7 +125,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             return
         if (self.cycle is None or self.cycle.response_complete
                 or not self.cycle.response_started):
-            self.transport.write(_status(408, "Request Timeout"))  # say why before closing
+            self.transport.write(_refusal(408, "Request Timeout"))  # say why before closing
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.disconnected = True
             self.cycle.message_event.set()
@@ -134,7 +141,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def _refuse_headers(self) -> None:
         self._disarm()
-        self.transport.write(_status(431, "Request Header Fields Too Large"))
+        self.transport.write(_refusal(431, "Request Header Fields Too Large"))
         self.transport.close()
 
     def on_message_begin(self) -> None:

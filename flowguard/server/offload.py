@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from flowguard.engine import Engine
 from flowguard.errors import ExplanationError
 from flowguard.model import Decision, Flow, complete
+from flowguard.server import metrics
 
 THRESHOLD = 8
 BATCH_THREADS = 2
@@ -59,6 +60,7 @@ def decide_now(engine: Engine, flows: list[Flow]) -> list[Decision]:
             complete(decision)
         except ExplanationError:
             decisions[index] = engine.error_decision(flows[index], datetime.now(UTC))
+    metrics.decided(decisions)
     return decisions
 
 
