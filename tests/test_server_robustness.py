@@ -29,7 +29,7 @@ from flowguard.policy import load_policy
 from flowguard.server.shared import SharedState
 
 from .conftest import postgres_schema
-from .test_server import FLOW, Setup, free_port, make_setup, start_cli_server
+from .test_server import FLOW, Served, Setup, free_port, make_setup, start_cli_server
 
 EMPLOYER_DATA = "data: [identity.name, identity.contact, work]"
 
@@ -235,6 +235,24 @@ def test_huge_headers_tokenless_bodies_and_silent_connections(setup: Setup) -> N
     finally:
         process.terminate()
         process.communicate(timeout=60)
+
+
+def test_categories_are_capped_per_flow_and_per_batch(setup: Setup) -> None:
+    served = Served(setup.config(max_categories_per_flow=3, max_categories_per_batch=8))
+    try:
+        kommune = setup.token["kommune"]
+        four = {**FLOW, "data": ["identity.name", "identity.contact", "work.preferences",
+                                 "work.schedule"]}
+        refused = served.post("/v1/check", four, kommune)
+        assert refused.status_code == 413 and "at most 3 per flow" in refused.json()["detail"]
+        three = {**four, "data": four["data"][:3]}
+        assert served.post("/v1/check", three, kommune).status_code == 200
+        batch = served.post("/v1/check/batch", {"flows": [three] * 3}, kommune)
+        assert batch.status_code == 413 and "at most 8" in batch.json()["detail"]
+        assert served.post("/v1/check/batch", {"flows": [three] * 2},
+                           kommune).status_code == 200
+    finally:
+        served.stop()
 
 
 def test_big_batches_run_beside_single_checks(two_workers: Cluster) -> None:

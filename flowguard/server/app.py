@@ -83,6 +83,8 @@ class ServerConfig:
     request_timeout: float = 30.0
     keep_alive_timeout: float = 5.0
     max_header_bytes: int = 64 * 1024
+    max_categories_per_flow: int = 64
+    max_categories_per_batch: int = 20_000
 
 
 # --------------------------------------------------------------------------- bodies
@@ -478,6 +480,8 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
     async def decide(token: Token, flows: list[Flow]) -> list[Decision]:
+        limits.check_categories(flows, config.max_categories_per_flow,
+                                config.max_categories_per_batch)
         engine = await state.current_engine()
         actors = engine.policy.actors
         outside = [f.sender for f in flows

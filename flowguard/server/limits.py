@@ -232,3 +232,27 @@ def uvicorn_limits(config: Any, tls_cert: str | None, tls_key: str | None) -> di
     if tls_cert is not None and tls_key is not None:
         options.update(ssl_certfile=tls_cert, ssl_keyfile=tls_key)
     return options
+
+
+# --------------------------------------------------------------------------- categories
+
+MAX_CATEGORIES_PER_FLOW = 64
+MAX_CATEGORIES_PER_BATCH = 20_000
+
+
+def check_categories(flows: Any, per_flow: int = MAX_CATEGORIES_PER_FLOW,
+                     per_batch: int = MAX_CATEGORIES_PER_BATCH) -> None:
+    """Refuse (413) a request whose flows name more categories than a check may cost."""
+    from fastapi import HTTPException
+
+    total = 0
+    for index, flow in enumerate(flows):
+        count = len(flow.data)
+        if count > per_flow:
+            raise HTTPException(413, f"flow {index} names {count} categories; at most "
+                                     f"{per_flow} per flow (name a parent category instead "
+                                     "of its leaves)")
+        total += count
+    if total > per_batch:
+        raise HTTPException(413, f"the flows name {total} categories; at most {per_batch} "
+                                 "per request (split the batch)")
