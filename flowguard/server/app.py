@@ -15,7 +15,6 @@ import gc
 import logging
 import re
 import signal
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -183,46 +182,6 @@ async def _by_id(call: Callable[[], Any]) -> Any:
 # --------------------------------------------------------------------------- state
 
 
-class _AuditBatcher:
-    """Group commit: decisions of concurrent requests are appended in one transaction, and
-    each request answers only once its entries are durable."""
-
-    def __init__(self, trail: AuditTrail) -> None:
-        self.trail = trail
-        self._pending: list[tuple[list[dict[str, Any]], asyncio.Future[None]]] = []
-        self._flushing: asyncio.Task[None] | None = None
-
-    async def record(self, entries: list[dict[str, Any]]) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((entries, future))
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.create_task(self._flush())
-        await future
-
-    async def _flush(self) -> None:
-        while self._pending:
-            await asyncio.sleep(0)  # let requests that are already parsed join this batch
-            batch, self._pending = self._pending, []
-            entries = [e for group, _ in batch for e in group]
-            try:
-                started = time.perf_counter()
-                await asyncio.to_thread(self.trail.log.append, entries)
-                metrics.audit_appended(len(entries), time.perf_counter() - started)
-            except Exception as exc:
-                log.error("audit append failed (%s)", type(exc).__name__)
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for _, future in batch:
-                if not future.done():
-                    future.set_result(None)
-
-    async def drain(self) -> None:
-        if self._flushing is not None:
-            await asyncio.gather(self._flushing, return_exceptions=True)
-
-
 class Service:
     """What the app serves: the active engine (swapped atomically on reload), the registry,
     the audit trail and the tokens."""
@@ -260,7 +219,7 @@ class Service:
         self.shared = SharedState(shared_url(config.registry, config.audit),
                                   window=config.replay_window_seconds)
         self.generation = self.shared.publish(policy, only_if_different=True)
-        self.batcher = _AuditBatcher(self.trail) if self.trail is not None else None
+        self.batcher = offload.AuditBatcher(self.trail) if self.trail is not None else None
         self._reload_lock = asyncio.Lock()
 
     @property
@@ -523,8 +482,7 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
         if len(batch.flows) > state.config.batch_limit:
             raise HTTPException(413, f"at most {state.config.batch_limit} flows per batch")
         decisions = await decide(token, list(batch.flows))
-        body = await offload.run(len(decisions), DecisionBatch.model_construct(
-            decisions=tuple(decisions)).model_dump_json)
+        body = await offload.serialise(decisions)
         return Response(body, media_type="application/json")
 
     # ------------------------------------------------------------------ consents
