@@ -166,7 +166,7 @@ def main() -> None:
              "--pseudonym-key", "pseudonym.key", "--tokens", "tokens.yaml", "--port",
              str(port), "--workers", str(args.workers), "--batch-limit",
              str(max(args.batch, 1000))], cwd=folder, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True, env=ENV)
+            stderr=(folder / "server.log").open("w"), text=True, env=ENV)
         base = f"http://127.0.0.1:{port}"
         for _ in range(300):
             try:
@@ -213,6 +213,8 @@ def main() -> None:
         server.send_signal(signal.SIGTERM)
         server.communicate(timeout=60)
     finally:
+        if os.environ.get("BENCH_SERVER_LOG"):
+            shutil.copy(folder / "server.log", os.environ["BENCH_SERVER_LOG"])
         shutil.rmtree(folder, ignore_errors=True)
 
     def median(name: str, key: str) -> float:

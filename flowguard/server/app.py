@@ -659,6 +659,7 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    app.add_middleware(offload.BatchCollectorPause)
     app.add_middleware(TokenGate, tokens=lambda: state.tokens)  # before the body is read
     app.add_middleware(metrics.Metrics, tokens=lambda: state.tokens,  # GET /metrics
                        lag=lambda: state.registry.revision - state.engine.registry_revision)
