@@ -456,8 +456,8 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
         decisions = await offload.decide(engine, flows)  # a big batch off the loop
         if state.trail is not None:
             try:
-                entries = await offload.run(len(decisions), state.trail.decision_entries,
-                                            decisions, engine.policy, engine.registry_revision)
+                entries = await offload.audit_entries(state.trail, decisions, engine.policy,
+                                                      engine.registry_revision)
                 await state.audit(entries)
             except Exception:
                 # a decision that cannot be recorded must not be acted on
@@ -474,14 +474,16 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
         return Response(decision.model_dump_json(), media_type="application/json")
 
     @app.post("/v1/check/batch", response_model=DecisionBatch, tags=["check"],
-              responses={409: {"model": Problem}, 422: {"description": "invalid flows"}})
-    async def check_batch(batch: CheckBatch,
+              responses={409: {"model": Problem}, 422: {"description": "invalid flows"}},
+              openapi_extra=offload.BATCH_BODY)
+    async def check_batch(flows: Annotated[list[Flow], Depends(offload.batch_flows)],
                           token: Annotated[Token, Depends(require("check"))],
                           _: Annotated[str, Depends(request_id)]) -> Response:
         """Decide up to the configured limit of flows at one instant."""
-        if len(batch.flows) > state.config.batch_limit:
+        # the body (a `CheckBatch`) is parsed off the event loop when big (offload.py)
+        if len(flows) > state.config.batch_limit:
             raise HTTPException(413, f"at most {state.config.batch_limit} flows per batch")
-        decisions = await decide(token, list(batch.flows))
+        decisions = await decide(token, flows)
         body = await offload.serialise(decisions)
         return Response(body, media_type="application/json")
 
@@ -654,6 +656,7 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
             schemas.pop("ValidationError", None)
             schemas["FieldProblem"] = FieldProblem.model_json_schema()
             schemas["HTTPValidationError"].pop("$defs", None)
+            offload.add_schema(schemas, CheckBatch)
             app.openapi_schema = document
         return app.openapi_schema
 
