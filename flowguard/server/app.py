@@ -396,7 +396,7 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
         token = state.tokens.authenticate(credentials.credentials) if credentials else None
         if token is None:  # the endpoint's token dependency has refused it already
             raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
-        if not await asyncio.to_thread(state.shared.claim, token.id, x_request_id):
+        if not await state.shared.claim_async(token.id, x_request_id):
             raise HTTPException(409, "this X-Request-Id was used before: replay refused")
         return x_request_id
 

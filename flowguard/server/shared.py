@@ -22,9 +22,11 @@ should keep their clocks in step (NTP), as the audit log already assumes.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from flowguard.model import Policy
@@ -104,6 +106,8 @@ class SharedState:
         """The highest policy generation this process has read (monotonic)."""
         self._lock = threading.Lock()
         self._pruned_at = 0.0
+        self._claims: list[tuple[str, str, asyncio.Future[bool]]] = []
+        self._claiming: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ replay
 
@@ -114,21 +118,54 @@ class SharedState:
     def claim(self, token_id: str, request_id: str, now: float | None = None) -> bool:
         """True for the first use of `request_id` by `token_id` within the window, False
         for a replay. Also reads the active policy generation (`seen_generation`)."""
+        return self.claim_many([(token_id, request_id)], now)[0]
+
+    def claim_many(self, claims: Sequence[tuple[str, str]],
+                   now: float | None = None) -> list[bool]:
+        """`claim` for each (token id, request id), in one transaction (in order: of two
+        equal ones, the first is accepted)."""
         now_us = int((time.time() if now is None else now) * 1_000_000)
         cutoff = now_us - int(self.window * 1_000_000)
         prune = now_us / 1_000_000 - self._pruned_at >= PRUNE_EVERY_S
+        accepted = []
         with self.db.write() as cursor:
             if prune:
                 cursor.execute("DELETE FROM flowguard_server_replay WHERE seen_at < ?",
                                (cutoff,))
-            cursor.execute(_CLAIM, (self._key(token_id, request_id), now_us, cutoff))
-            accepted = cursor.fetchone() is not None
+            for token_id, request_id in claims:
+                cursor.execute(_CLAIM, (self._key(token_id, request_id), now_us, cutoff))
+                accepted.append(cursor.fetchone() is not None)
             cursor.execute(_GENERATION)
             row = cursor.fetchone()
         if prune:
             self._pruned_at = now_us / 1_000_000
         self._saw(int(row[0]) if row else 0)
         return accepted
+
+    async def claim_async(self, token_id: str, request_id: str) -> bool:
+        """`claim` from the event loop: the claims of concurrent requests share one
+        transaction and one thread hop (group commit)."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._claims.append((token_id, request_id, future))
+        if self._claiming is None or self._claiming.done():
+            self._claiming = asyncio.create_task(self._claim_pending())
+        return await future
+
+    async def _claim_pending(self) -> None:
+        while self._claims:
+            await asyncio.sleep(0)  # let requests that are already parsed join
+            batch, self._claims = self._claims, []
+            try:
+                results = await asyncio.to_thread(self.claim_many,
+                                                  [(t, r) for t, r, _ in batch])
+            except Exception as exc:  # fail closed: no claim, no answer
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, _, future), accepted in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(accepted)
 
     def replay_ids(self) -> int:
         """How many request ids are kept (expired ones not yet pruned included)."""
