@@ -7,6 +7,9 @@ framework alone allows in the same run. Prints requests/s, flows/s and latency
 percentiles, each with its ratio to the baseline.
 
     python bench/bench_server.py [--seconds 10] [--connections 8] [--workers 1] [--batch 500]
+    python bench/bench_server.py --beside-batches   # issue 13: single checks alone, then
+        # while one other client (wrk -c1) loops maximal batches (1,000 flows x every one of
+        # the policy's categories); medians of --repeat runs, and their ratio
 """
 
 from __future__ import annotations
@@ -57,9 +60,14 @@ def free_port() -> int:
         return port
 
 
+# the flowguard of this checkout, not whichever is installed (the commands run elsewhere)
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
+    p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+
+
 def flowguard(*args: str, cwd: Path) -> str:
     return subprocess.run([sys.executable, "-m", "flowguard", *args], cwd=cwd, check=True,
-                          capture_output=True, text=True).stdout.strip()
+                          capture_output=True, text=True, env=ENV).stdout.strip()
 
 
 def lua_string(value: str) -> str:
@@ -82,6 +90,54 @@ def wrk(url: str, seconds: int, connections: int, script: Path | None) -> dict[s
     return figures
 
 
+def yaml_categories(policy: Path) -> list[str]:
+    from flowguard.policy import load_policy
+
+    return list(load_policy(policy).data_categories)
+
+
+def fresh_ids(script: Path) -> None:
+    script.write_text(re.sub(r'"[0-9a-f]{32}-', f'"{uuid.uuid4().hex}-', script.read_text()))
+
+
+def beside(args: argparse.Namespace, base: str, scripts: dict[str, Path],
+           categories: int) -> None:
+    """Single checks alone, then beside one client looping maximal batches."""
+    alone: list[dict[str, float]] = []
+    loaded: list[dict[str, float]] = []
+    batches: list[float] = []
+    for _ in range(args.repeat):
+        for script in scripts.values():
+            fresh_ids(script)
+        alone.append(wrk(base, args.seconds, args.connections, scripts["single"]))
+        fresh_ids(scripts["single"])
+        looping = subprocess.Popen(
+            ["wrk", "-t1", "-c1", f"-d{args.seconds + 2}s", "-s", str(scripts["maximal"]),
+             base], stdout=subprocess.PIPE, text=True)
+        time.sleep(1)
+        loaded.append(wrk(base, args.seconds, args.connections, scripts["single"]))
+        out, _ = looping.communicate(timeout=args.seconds + 60)
+        found = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        batches.append(float(found[1]) if found else float("nan"))
+
+    def median(values: list[float]) -> float:
+        return sorted(values)[len(values) // 2]
+
+    load = os.getloadavg()[0]
+    print(f"single checks alone vs beside one client looping batches of 1,000 flows x "
+          f"{categories} categories: wrk -t2 -c{args.connections} -d{args.seconds}s, "
+          f"{args.workers} worker(s), medians of {args.repeat}; load average {load:.2f}")
+    print(f"{'figure':<36}{'alone':>10}{'beside':>10}{'ratio':>8}")
+    for label, key in (("single check requests/s", "rps"), ("single check p50 ms", "p50"),
+                       ("single check p99 ms", "p99")):
+        a = median([r.get(key, float("nan")) for r in alone])
+        b = median([r.get(key, float("nan")) for r in loaded])
+        print(f"{label:<36}{a:>10,.1f}{b:>10,.1f}{b / a:>8.2f}")
+    print(f"maximal batches answered per second beside: {median(batches):.2f}")
+    failed = sum(r["non2xx"] for r in alone + loaded)
+    print(f"non-2xx single-check responses: {failed:.0f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
@@ -89,6 +145,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--beside-batches", action="store_true",
+                        help="single checks alone vs beside a client looping maximal batches")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install wrk)")
@@ -108,7 +166,7 @@ def main() -> None:
              "--pseudonym-key", "pseudonym.key", "--tokens", "tokens.yaml", "--port",
              str(port), "--workers", str(args.workers), "--batch-limit",
              str(max(args.batch, 1000))], cwd=folder, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True)
+            stderr=(folder / "server.log").open("w"), text=True, env=ENV)
         base = f"http://127.0.0.1:{port}"
         for _ in range(300):
             try:
@@ -128,6 +186,20 @@ def main() -> None:
                 + LUA.replace("TOKEN", token).replace("PATH", path)
                 .replace("RUN", uuid.uuid4().hex))
             scripts[name] = script
+        if args.beside_batches:
+            categories = sorted(yaml_categories(EXAMPLE))
+            maximal = json.dumps({"flows": [
+                {**FLOW, "subject": SUBJECTS[i % len(SUBJECTS)], "data": categories}
+                for i in range(1000)]})
+            script = folder / "maximal.lua"
+            script.write_text("BODIES = {" + lua_string(maximal) + "}\n" + LUA.replace(
+                "TOKEN", token).replace("PATH", "/v1/check/batch").replace(
+                "RUN", uuid.uuid4().hex))
+            scripts["maximal"] = script
+            beside(args, base, scripts, len(categories))
+            server.send_signal(signal.SIGTERM)
+            server.communicate(timeout=60)
+            return
         results: dict[str, list[dict[str, float]]] = {"healthz": [], "single": [], "batch": []}
         for _ in range(args.repeat):
             for script in scripts.values():  # fresh request ids for every run
@@ -141,6 +213,8 @@ def main() -> None:
         server.send_signal(signal.SIGTERM)
         server.communicate(timeout=60)
     finally:
+        if os.environ.get("BENCH_SERVER_LOG"):
+            shutil.copy(folder / "server.log", os.environ["BENCH_SERVER_LOG"])
         shutil.rmtree(folder, ignore_errors=True)
 
     def median(name: str, key: str) -> float:

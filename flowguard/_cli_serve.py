@@ -43,33 +43,63 @@ from flowguard.server.tokens import SCOPES, load_tokens, new_token, write_tokens
                    "of the --witness keys.")
 @click.option("--docs", is_flag=True, default=False,
               help="Serve the interactive API page at /docs (it loads its script from a CDN).")
+@click.option("--replay-window", default=600.0, show_default=True,
+              type=click.FloatRange(1, min_open=False),
+              help="Seconds a request id stays refused for its token.")
+@click.option("--max-connections", default=2048, show_default=True,
+              type=click.IntRange(16), help="Concurrent connections per worker.")
+@click.option("--request-timeout", default=30.0, show_default=True,
+              type=click.FloatRange(0.1), help="Seconds for a request's headers and body.")
+@click.option("--keep-alive-timeout", default=5.0, show_default=True,
+              type=click.FloatRange(0.1), help="Seconds an idle connection stays open.")
+@click.option("--max-header-bytes", default=64 * 1024, show_default=True,
+              type=click.IntRange(1024), help="Largest request line and headers.")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False),
+              help="Serve HTTPS with this certificate chain (PEM); needs --tls-key.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False),
+              help="The private key of --tls-cert (PEM).")
 def serve(policy: str, registry: str | None, audit: str | None, log_key: str | None,
           pseudonym_key: str | None, tokens: str, host: str, port: int, workers: int,
           batch_limit: int, max_body: int, checkpoint_every: int,
-          checkpoint_seconds: float, witnesses: Sequence[str] = (),
+          checkpoint_seconds: float, replay_window: float, max_connections: int,
+          request_timeout: float, keep_alive_timeout: float, max_header_bytes: int,
+          tls_cert: str | None, tls_key: str | None, witnesses: Sequence[str] = (),
           witness_quorum: int = 0, docs: bool = False) -> None:
     """Serve the check API over HTTP (OpenAPI at /openapi.json; /docs with --docs)."""
     import uvicorn
 
+    if workers > 1:  # every worker's metrics, summed whichever answers a scrape
+        import tempfile  # set before prometheus_client is imported (server/metrics.py)
+
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR",
+                              tempfile.mkdtemp(prefix="flowguard-metrics-"))
     from flowguard.server.app import CONFIG_ENV, ServerConfig, create_app
+    from flowguard.server.limits import serve_problem, uvicorn_limits
 
     config = ServerConfig(policy=policy, registry=registry, audit=audit, log_key=log_key,
                           pseudonym_key=pseudonym_key, tokens=tokens, batch_limit=batch_limit,
                           max_body_bytes=max_body, checkpoint_every=checkpoint_every,
                           checkpoint_seconds=checkpoint_seconds,
-                          witnesses=tuple(witnesses), witness_quorum=witness_quorum, docs=docs)
+                          witnesses=tuple(witnesses), witness_quorum=witness_quorum, docs=docs,
+                          replay_window_seconds=replay_window, max_connections=max_connections,
+                          request_timeout=request_timeout,
+                          keep_alive_timeout=keep_alive_timeout,
+                          max_header_bytes=max_header_bytes)
+    problem = serve_problem(config, workers, tls_cert, tls_key)
+    if problem is not None:
+        fail_input(InputError([problem]))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # request lines could carry ids; flowguard logs what it needs itself
     options = {"host": host, "port": port, "access_log": False, "log_level": "warning",
-               "timeout_graceful_shutdown": 30}
+               "timeout_graceful_shutdown": 30, **uvicorn_limits(config, tls_cert, tls_key)}
     try:
         if workers == 1:
-            uvicorn.run(create_app(config), **options)  # type: ignore[arg-type]
+            uvicorn.run(create_app(config), **options)
         else:
             create_app(config)  # fail here, once, if anything cannot be loaded
             os.environ[CONFIG_ENV] = json.dumps(dataclasses.asdict(config))
             uvicorn.run("flowguard.server.app:app_from_env", factory=True, workers=workers,
-                        **options)  # type: ignore[arg-type]
+                        **options)
     except InputError as exc:
         fail_input(exc)
 

@@ -15,8 +15,6 @@ import gc
 import logging
 import re
 import signal
-import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -36,7 +34,7 @@ from flowguard.audit.outbox import AuditPendingError
 from flowguard.audit.trail import AuditTrail, open_audit
 from flowguard.audit.unknown import MAX_UNKNOWN_IDS, hide_id, unknown_ids
 from flowguard.engine import AUDIT_FAILED, Engine
-from flowguard.errors import ExplanationError, InputError
+from flowguard.errors import InputError
 from flowguard.lint import lint
 from flowguard.model import (
     Consent,
@@ -45,12 +43,14 @@ from flowguard.model import (
     Guardianship,
     Id,
     Model,
-    complete,
 )
 from flowguard.policy import load_policy
 from flowguard.registry import InMemoryRegistry, Registry
+from flowguard.server import limits, metrics, offload
 from flowguard.server.authz import Gate
 from flowguard.server.health import Readiness, logged_reload
+from flowguard.server.limits import TokenGate
+from flowguard.server.shared import SharedState, shared_url
 from flowguard.server.tokens import Scope as TokenScope
 from flowguard.server.tokens import Token, TokenTable, load_tokens
 from flowguard.server.wire import ChangeRequest, GrantRequest, GuardianshipRequest, SingleRequestId
@@ -83,6 +83,12 @@ class ServerConfig:
     witnesses: tuple[str, ...] = ()
     witness_quorum: int = 0
     docs: bool = False
+    max_connections: int = 2048  # limits.py
+    request_timeout: float = 30.0
+    keep_alive_timeout: float = 5.0
+    max_header_bytes: int = 64 * 1024
+    max_categories_per_flow: int = 64
+    max_categories_per_batch: int = 20_000
 
 
 # --------------------------------------------------------------------------- bodies
@@ -164,65 +170,6 @@ async def _by_id(call: Callable[[], Any]) -> Any:
 # --------------------------------------------------------------------------- state
 
 
-class _ReplayGuard:
-    """Request ids seen within the window (per process)."""
-
-    def __init__(self, window: float, limit: int = 200_000) -> None:
-        self.window = window
-        self.limit = limit
-        self._seen: OrderedDict[str, float] = OrderedDict()
-
-    def first_use(self, key: str) -> bool:
-        now = time.monotonic()
-        while self._seen:
-            oldest, seen_at = next(iter(self._seen.items()))
-            if now - seen_at < self.window and len(self._seen) < self.limit:
-                break
-            del self._seen[oldest]
-        if key in self._seen:
-            return False
-        self._seen[key] = now
-        return True
-
-
-class _AuditBatcher:
-    """Group commit: decisions of concurrent requests are appended in one transaction, and
-    each request answers only once its entries are durable."""
-
-    def __init__(self, trail: AuditTrail) -> None:
-        self.trail = trail
-        self._pending: list[tuple[list[dict[str, Any]], asyncio.Future[None]]] = []
-        self._flushing: asyncio.Task[None] | None = None
-
-    async def record(self, entries: list[dict[str, Any]]) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((entries, future))
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.create_task(self._flush())
-        await future
-
-    async def _flush(self) -> None:
-        while self._pending:
-            await asyncio.sleep(0)  # let requests that are already parsed join this batch
-            batch, self._pending = self._pending, []
-            entries = [e for group, _ in batch for e in group]
-            try:
-                await asyncio.to_thread(self.trail.log.append, entries)
-            except Exception as exc:
-                log.error("audit append failed (%s)", type(exc).__name__)
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for _, future in batch:
-                if not future.done():
-                    future.set_result(None)
-
-    async def drain(self) -> None:
-        if self._flushing is not None:
-            await asyncio.gather(self._flushing, return_exceptions=True)
-
-
 class Service:
     """What the app serves: the active engine (swapped atomically on reload), the registry,
     the audit trail and the tokens."""
@@ -258,8 +205,11 @@ class Service:
         self.activated_at = datetime.now(UTC)
         if self.trail is not None:
             self.trail.record_policy(policy)
-        self.replays = _ReplayGuard(config.replay_window_seconds)
-        self.batcher = _AuditBatcher(self.trail) if self.trail is not None else None
+        # request ids and the active policy, shared by every worker and server (shared.py)
+        self.shared = SharedState(shared_url(config.registry, config.audit),
+                                  window=config.replay_window_seconds)
+        self.generation = self.shared.publish(policy, only_if_different=True)
+        self.batcher = offload.AuditBatcher(self.trail) if self.trail is not None else None
         self.witnesses = None
         if config.witnesses and self.trail is None:
             from flowguard.errors import Diagnostic
@@ -298,10 +248,30 @@ class Service:
                 self.registry.policy = policy  # writes validate against the active policy
             if self.trail is not None:
                 await asyncio.to_thread(self.trail.record_policy, policy)
-            self.engine = engine  # one reference assignment: requests see old or new
-            self.activated_at = datetime.now(UTC)
+            # every worker of every server adopts it before its next decision (shared.py)
+            self.generation = await asyncio.to_thread(self.shared.publish, policy)
+            self._activate(engine)
             log.info("policy %s activated", engine.policy_digest)
             return ReloadResult(activated=True, digest=engine.policy_digest, problems=[])
+
+    def _activate(self, engine: Engine) -> None:
+        self.engine = engine  # one reference assignment: requests see old or new
+        if isinstance(self.registry, RegistryStore):
+            self.registry.policy = engine.policy  # consent writes validate against it
+        self.activated_at = datetime.now(UTC)
+
+    async def current_engine(self) -> Engine:
+        """The engine of the newest policy generation this process has read (a check's
+        request-id claim reads it): adopt a policy another worker activated."""
+        if self.shared.seen_generation > self.generation:
+            async with self._reload_lock:
+                active = await asyncio.to_thread(self.shared.active)
+                if active is not None and active.generation > self.generation:
+                    self._activate(Engine(active.policy, self.registry))
+                    self.generation = active.generation
+                    log.info("policy %s adopted (generation %d)", active.digest,
+                             active.generation)
+        return self.engine
 
     async def audit(self, entries: list[dict[str, Any]]) -> None:
         if self.batcher is not None and entries:
@@ -316,6 +286,7 @@ class Service:
             self.trail.close()
         if isinstance(self.registry, RegistryStore):
             self.registry.close()
+        self.shared.close()
 
 
 # --------------------------------------------------------------------------- middleware
@@ -432,9 +403,14 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
 
     async def request_id(x_request_id: Annotated[str, Header(
             pattern=REQUEST_ID.pattern,
-            description="A unique id for this request (8-128 of A-Z a-z 0-9 . _ : -); a "
-                        "repeated id is refused as a replay.")]) -> str:
-        if not state.replays.first_use(x_request_id):
+            description="A unique id for this request (8-128 of A-Z a-z 0-9 . _ : -); an "
+                        "id the same token used within the replay window is refused.")],
+            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    ) -> str:
+        token = state.tokens.authenticate(credentials.credentials) if credentials else None
+        if token is None:  # the endpoint's token dependency has refused it already
+            raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
+        if not await state.shared.claim_async(token.id, x_request_id):
             raise HTTPException(409, "this X-Request-Id was used before: replay refused")
         return x_request_id
 
@@ -477,7 +453,9 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
     async def decide(token: Token, flows: list[Flow]) -> list[Decision]:
-        engine = state.engine
+        limits.check_categories(flows, config.max_categories_per_flow,
+                                config.max_categories_per_batch)
+        engine = await state.current_engine()
         actors = engine.policy.actors
         unknown = unknown_ids(engine.policy, flows)
         if len(unknown) > MAX_UNKNOWN_IDS:  # refused before anything is written
@@ -497,16 +475,11 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
             raise HTTPException(403, f"{named} is not an actor of organization "
                                      f"`{token.organization}`: send only flows from your "
                                      "own organization's actors")
-        decisions = engine.check_many(flows)
-        for index, decision in enumerate(decisions):
-            try:  # the engine explains a decision when it is read: read it all now
-                complete(decision)
-            except ExplanationError:  # that flow alone is denied
-                decisions[index] = engine.error_decision(flows[index], datetime.now(UTC))
+        decisions = await offload.decide(engine, flows)  # a big batch off the loop
         if state.trail is not None:
             try:
-                entries = state.trail.decision_entries(decisions, engine.policy,
-                                                       engine.registry_revision)
+                entries = await offload.audit_entries(state.trail, decisions, engine.policy,
+                                                      engine.registry_revision)
                 await state.audit(entries)
             except Exception:
                 # a decision that cannot be recorded must not be acted on
@@ -523,15 +496,17 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
         return Response(decision.model_dump_json(), media_type="application/json")
 
     @app.post("/v1/check/batch", response_model=DecisionBatch, tags=["check"],
-              responses={409: {"model": Problem}, 422: {"description": "invalid flows"}})
-    async def check_batch(batch: CheckBatch,
+              responses={409: {"model": Problem}, 422: {"description": "invalid flows"}},
+              openapi_extra=offload.BATCH_BODY)
+    async def check_batch(flows: Annotated[list[Flow], Depends(offload.batch_flows)],
                           token: Annotated[Token, Depends(require("check"))],
                           _: Annotated[str, Depends(request_id)]) -> Response:
         """Decide up to the configured limit of flows at one instant."""
-        if len(batch.flows) > state.config.batch_limit:
+        # the body (a `CheckBatch`) is parsed off the event loop when big (offload.py)
+        if len(flows) > state.config.batch_limit:
             raise HTTPException(413, f"at most {state.config.batch_limit} flows per batch")
-        decisions = await decide(token, list(batch.flows))
-        body = DecisionBatch.model_construct(decisions=tuple(decisions)).model_dump_json()
+        decisions = await decide(token, flows)
+        body = await offload.serialise(decisions)
         return Response(body, media_type="application/json")
 
     # ------------------------------------------------------------------ consents
@@ -723,12 +698,19 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
             schemas.pop("ValidationError", None)
             schemas["FieldProblem"] = FieldProblem.model_json_schema()
             schemas["HTTPValidationError"].pop("$defs", None)
+            offload.add_schema(schemas, CheckBatch)
             app.openapi_schema = document
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     app.add_middleware(SingleRequestId)
+    app.add_middleware(offload.BatchCollectorPause)
+    app.add_middleware(TokenGate, tokens=lambda: state.tokens)  # before the body is read
+    app.add_middleware(metrics.Metrics, tokens=lambda: state.tokens,  # GET /metrics
+                       lag=lambda: state.registry.revision - state.engine.registry_revision)
+    limits.configure(limits.Limits(config.max_connections, config.request_timeout,
+                                   config.keep_alive_timeout, config.max_header_bytes))
     return app
 
 
