@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.table import Table
 
+from flowguard import _cli_citizen  # noqa: F401  (adds `subject link`)
 from flowguard._cli_audit import audit, keys
 from flowguard._cli_common import (
     EXIT_DENY,

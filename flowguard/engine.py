@@ -470,6 +470,17 @@ class Engine:
         """The registry revision the engine's cached facts were last checked against."""
         return self._facts_revision
 
+    def consent_standing(self, subject_id: str, at: datetime
+                         ) -> dict[str, dict[str, ReasonCode | None]]:
+        """For each consent of the subject, each data category (leaf) it covers and why the
+        consent does not count for it at `at` (SPEC §5: withdrawal, expiry, explicitness,
+        the grantor's authority), or None where it counts. The same reading as a check's."""
+        facts = self._subject_facts(subject_id)
+        t = at.timestamp()
+        return {k.id: {leaf: _consent_failure(k, leaf, leaf in self._special, t, facts)
+                       for leaf in sorted(k.leaves)}
+                for k in facts.consents}
+
     def check(self, flow: FlowInput) -> Decision:
         """Decide one flow: a `Flow`, a mapping of its fields, or a row of them in field
         order (sender, recipient, subject, data, purpose, subprocess[, at]); a mapping or a

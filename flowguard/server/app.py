@@ -78,6 +78,7 @@ class ServerConfig:
     replay_window_seconds: float = 600.0
     checkpoint_every: int = 1000
     checkpoint_seconds: float = 60.0
+    citizen: dict[str, Any] | None = None  # the citizen pages' options (issue 17)
 
 
 # --------------------------------------------------------------------------- bodies
@@ -685,6 +686,10 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    if config.citizen:  # the citizen pages under /me/ (flowguard.server.citizen)
+        from flowguard.server.citizen import mount_citizen
+
+        mount_citizen(app, state, config.citizen)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     return app
 

@@ -129,6 +129,8 @@ class SubjectState:
             g = self.guardianships[record]
             until = _earliest(g.valid_until, _instant(body, "valid_until"))
             self.guardianships[record] = g.model_copy(update={"valid_until": until})
+        elif kind == "login.linked":
+            pass  # a login linked to this person (flowguard.store.logins): no record changes
         else:
             raise ValueError(f"unknown registry event kind `{kind}`")
 
