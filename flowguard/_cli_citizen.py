@@ -4,12 +4,16 @@ the login value's keyed hash (a thin shell over `flowguard.store.logins`)."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from flowguard._cli_common import audit_options, fail_input, out
 from flowguard._cli_registry import _store, _who, by_option, registry_option, subject
 from flowguard.errors import Diagnostic, InputError
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 @subject.command("link")
@@ -45,3 +49,44 @@ def subject_link(person: str, login: str, registry_url: str, by: str | None,
         event = link_login(store, person, keyed.login(value), by=_who(by))
         out.print(f"linked the login (event #{event.seq}); only its keyed hash is stored",
                   markup=False)
+
+
+def citizen_options(func: _F) -> _F:
+    """`flowguard serve`'s options of the citizen pages under /me/ (off unless
+    --citizen-issuer is given)."""
+    for option in reversed((
+        click.option("--citizen-issuer", envvar="FLOWGUARD_CITIZEN_ISSUER",
+                     help="OpenID Connect issuer URL: enables the citizen pages under /me/."),
+        click.option("--citizen-client-id", envvar="FLOWGUARD_CITIZEN_CLIENT_ID",
+                     help="This service's client id at the provider."),
+        click.option("--citizen-client-secret-file", envvar="FLOWGUARD_CITIZEN_CLIENT_SECRET_FILE",
+                     help="File (mode 0600) holding the client secret."),
+        click.option("--citizen-claim", default="sub", show_default=True,
+                     help="The ID token claim a login is linked by (e.g. a national id)."),
+        click.option("--citizen-contact",
+                     help="Whom a citizen whose login is not linked should contact."),
+        click.option("--public-url", help="The URL citizens reach this server at "
+                                          "(default http://HOST:PORT); builds redirect URIs."),
+    )):
+        func = option(func)
+    return func
+
+
+def citizen_settings(given: dict[str, str | None], host: str, port: int
+                     ) -> dict[str, str] | None:
+    """The citizen pages' settings from `serve`'s options, or None when they are off."""
+    issuer = given.get("citizen_issuer")
+    if not issuer:
+        return None
+    missing = [f"--{name.replace('_', '-')}" for name in
+               ("citizen_client_id", "citizen_client_secret_file") if not given.get(name)]
+    if missing:
+        fail_input(InputError([Diagnostic(f"--citizen-issuer needs {' and '.join(missing)}",
+                                          "<options>", code="missing")]))
+    settings = {"issuer": issuer, "client_id": str(given["citizen_client_id"]),
+                "client_secret_file": str(given["citizen_client_secret_file"]),
+                "claim": given.get("citizen_claim") or "sub",
+                "public_url": given.get("public_url") or f"http://{host}:{port}"}
+    if given.get("citizen_contact"):
+        settings["contact"] = str(given["citizen_contact"])
+    return settings

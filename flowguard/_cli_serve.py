@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 import yaml
 
+from flowguard._cli_citizen import citizen_options, citizen_settings
 from flowguard._cli_common import fail_input, out
 from flowguard.errors import Diagnostic, InputError
 from flowguard.server.tokens import SCOPES, load_tokens, new_token
@@ -36,10 +37,11 @@ from flowguard.server.tokens import SCOPES, load_tokens, new_token
               help="Largest request body in bytes.")
 @click.option("--checkpoint-every", default=1000, show_default=True, type=click.IntRange(1))
 @click.option("--checkpoint-seconds", default=60.0, show_default=True, type=float)
+@citizen_options
 def serve(policy: str, registry: str | None, audit: str | None, log_key: str | None,
           pseudonym_key: str | None, tokens: str, host: str, port: int, workers: int,
           batch_limit: int, max_body: int, checkpoint_every: int,
-          checkpoint_seconds: float) -> None:
+          checkpoint_seconds: float, **citizen: str | None) -> None:
     """Serve the check API over HTTP (OpenAPI at /docs and /openapi.json)."""
     import uvicorn
 
@@ -48,7 +50,8 @@ def serve(policy: str, registry: str | None, audit: str | None, log_key: str | N
     config = ServerConfig(policy=policy, registry=registry, audit=audit, log_key=log_key,
                           pseudonym_key=pseudonym_key, tokens=tokens, batch_limit=batch_limit,
                           max_body_bytes=max_body, checkpoint_every=checkpoint_every,
-                          checkpoint_seconds=checkpoint_seconds)
+                          checkpoint_seconds=checkpoint_seconds,
+                          citizen=citizen_settings(citizen, host, port))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # request lines could carry ids; flowguard logs what it needs itself
     options = {"host": host, "port": port, "access_log": False, "log_level": "warning",

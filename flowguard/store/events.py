@@ -24,6 +24,7 @@ EventKind = Literal[
     "consent.expired",
     "guardianship.added",
     "guardianship.ended",
+    "login.linked",
 ]
 EVENT_KINDS: tuple[EventKind, ...] = EventKind.__args__  # type: ignore[attr-defined]
 

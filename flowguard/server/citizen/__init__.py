@@ -25,9 +25,9 @@ from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
-from fastapi import APIRouter, Depends, FastAPI, Form, Header, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -342,8 +342,8 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
         return response
 
     @router.post(BASE + "/logout")
-    async def logout(request: Request, csrf: Annotated[str | None, Form()] = None
-                     ) -> Response:
+    async def logout(request: Request) -> Response:
+        csrf = await form_field(request, "csrf")
         session = session_of(request)
         if session is not None and not csrf_ok(session, csrf):
             return message(request, 403, "The form has expired",
@@ -377,7 +377,7 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
                             key=lambda v: (v.consent.given_at, v.consent.id), reverse=True)
             if chosen:
                 groups.append({"ward": ward,
-                               "items": [describe(v, now, gettext) for v in chosen]})
+                               "consents": [describe(v, now, gettext) for v in chosen]})
         notice = gettext("Your consent is withdrawn.") if done == "withdrawn" else None
         return page(request, "consents.html", csrf=session.csrf, groups=groups, notice=notice)
 
@@ -402,8 +402,8 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
         return page(request, "confirm.html", csrf=session.csrf, item=item)
 
     @router.post(BASE + "/withdraw/{consent_id}")
-    async def withdraw(request: Request, consent_id: str,
-                       csrf: Annotated[str | None, Form()] = None) -> Response:
+    async def withdraw(request: Request, consent_id: str) -> Response:
+        csrf = await form_field(request, "csrf")
         session = session_of(request)
         if session is None or not csrf_ok(session, csrf):
             return message(request, 403, "The form has expired",
@@ -504,6 +504,15 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
         return {"seq": event.seq, "kind": event.kind, "recorded_at": event.recorded_at}
 
     return router
+
+
+async def form_field(request: Request, name: str) -> str | None:
+    """One field of an `application/x-www-form-urlencoded` body (the pages' only forms)."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != \
+            "application/x-www-form-urlencoded":
+        return None
+    values = parse_qs((await request.body()).decode("utf-8", "replace")).get(name)
+    return values[0] if values else None
 
 
 def _entry_subject(entry: bytes) -> str | None:
