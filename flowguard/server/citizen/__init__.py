@@ -82,6 +82,9 @@ class LinkRequest(Model):
     login: Annotated[str, Field(min_length=1, max_length=200)]
 
 
+_BEARER = HTTPBearer(auto_error=False)
+
+
 class _Limiter:
     """At most `limit` events a minute per client address (in this process)."""
 
@@ -481,11 +484,9 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
 
     # ------------------------------------------------------------------ HTTP linking
 
-    bearer = HTTPBearer(auto_error=False)
-
     @router.post("/v1/logins", status_code=201, tags=["consents"], include_in_schema=True)
     async def link(body: LinkRequest,
-                   credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+                   credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
                    x_request_id: Annotated[str, Header(pattern=r"^[A-Za-z0-9._:-]{8,128}$")]
                    ) -> dict[str, Any]:
         """Link a citizen's login to a subject or a guardian: only the login value's keyed
