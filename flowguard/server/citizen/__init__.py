@@ -148,6 +148,7 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
     withdraw_limit = _Limiter(options.withdrawals_per_minute)
     static = resources.files("flowguard") / "templates" / "citizen" / "static"
     css = (static / "citizen.css").read_text(encoding="utf-8")
+    icon = (static / "favicon.svg").read_text(encoding="utf-8")
 
     # ------------------------------------------------------------------ helpers
 
@@ -301,6 +302,11 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
     @router.get(BASE + "/static/citizen.css")
     async def stylesheet() -> Response:
         return Response(css, media_type="text/css",
+                        headers={**HEADERS, "Cache-Control": "max-age=3600"})
+
+    @router.get(BASE + "/static/favicon.svg")
+    async def favicon() -> Response:
+        return Response(icon, media_type="image/svg+xml",
                         headers={**HEADERS, "Cache-Control": "max-age=3600"})
 
     @router.get(BASE + "/login")
