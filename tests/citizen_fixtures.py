@@ -64,7 +64,7 @@ class Citizen:
 
 
 def start_citizen(folder: Path, auth_method: str = "client_secret_basic",
-                  link: bool = True) -> Citizen:
+                  link: bool = True, **settings: object) -> Citizen:
     setup = make_setup(folder)
     provider = Provider(free_port(), auth_method=auth_method).start()
     secret = folder / "client.secret"
@@ -78,7 +78,7 @@ def start_citizen(folder: Path, auth_method: str = "client_secret_basic",
     config = setup.config(citizen={
         "issuer": provider.issuer, "client_id": CLIENT_ID,
         "client_secret_file": str(secret), "public_url": f"http://127.0.0.1:{port}",
-        "contact": "Jobcenter Aalborg, 99 31 31 31"})
+        "contact": "Jobcenter Aalborg, 99 31 31 31", **settings})
     served = PortServed(config, port)
     return Citizen(setup, provider, served)
 
