@@ -11,8 +11,8 @@ process's threads. One sign-in is what a browser does after clicking "Sign in": 
 exchanged with PKCE, ID token verified against the JWKS, session cookie set), GET /me/ (the
 list, with each consent's standing from the Engine). Timed from the first request to the
 list's last byte, with a fresh cookie jar each time (the per-address sign-in limit raised
-for the run); the provider's own time is included (it is on loopback too). The first sign-in (discovery and JWKS fetch) is reported apart. Bar:
-median <= 1 s.
+for the run); the provider's own time is included (it is on loopback too). The first
+sign-in (discovery and JWKS fetch) is reported apart. Bar: median <= 1 s.
 """
 
 from __future__ import annotations
