@@ -44,7 +44,7 @@ class PortServed(Served):
 # fictional national ids, as a provider would assert them in the ID token's claim
 LOGINS = {"citizen-0042": "0205911234", "citizen-0107": "2311781235",
           "person-anne": "0101701236", "person-bente": "0202751237",
-          "citizen-0609": "0303881238"}
+          "citizen-0609": "0303881238", "citizen-0512": "0112951240"}
 UNLINKED = "3112991239"
 
 

@@ -60,6 +60,20 @@ def test_sign_in_lists_all_my_consents_and_sets_safe_cookies(citizen: Citizen,
     assert "<script" not in page.text
 
 
+def test_the_lawful_status_is_the_engines_reading(citizen: Citizen, browser: Browser) -> None:
+    # k-0512-health was agreed orally: recorded, in its term, but not explicit, so it does
+    # not count for health data (SPEC §5) - the page says so, as a check would deny
+    page = browser.sign_in(LOGINS["citizen-0512"])
+    assert "recorded, but it does not count" in page.text
+    assert "it was not given explicitly" in page.text
+    flow = {"sender": "case-worker", "recipient": "job-consultant", "subject": "citizen-0512",
+            "data": ["health.diagnosis"], "purpose": "job-matching",
+            "subprocess": "co-delivery"}
+    decision = citizen.served.post("/v1/check", flow, citizen.setup.token["kommune"]).json()
+    assert decision["decision"] == "deny"
+    assert "CONSENT_NOT_EXPLICIT" in json.dumps(decision)
+
+
 def test_client_secret_post_when_the_provider_offers_only_that(tmp_path: Path) -> None:
     c = start_citizen(tmp_path, auth_method="client_secret_post")
     b = Browser(c)
