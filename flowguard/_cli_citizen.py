@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import click
 
 from flowguard._cli_common import audit_options, fail_input, out
-from flowguard._cli_registry import _store, _who, by_option, registry_option, subject
+from flowguard._cli_registry import (
+    _store,
+    _who,
+    by_option,
+    consent,
+    registry_option,
+    subject,
+)
 from flowguard.errors import Diagnostic, InputError
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -90,3 +98,53 @@ def citizen_settings(given: dict[str, str | None], host: str, port: int
     if given.get("citizen_contact"):
         settings["contact"] = str(given["citizen_contact"])
     return settings
+
+
+@consent.command("forms")
+@click.option("--design", "design", required=True, help="The design file (SPEC §8).")
+@click.option("--policy", "-p", "policy_path", required=True, envvar="FLOWGUARD_POLICY",
+              help="Policy directory or file.")
+@click.option("--out", "out_dir", help="Write one HTML form page per consent to this folder.")
+def consent_forms_command(design: str, policy_path: str, out_dir: str | None) -> None:
+    """The consent plan's forms: each form's id and version (SHA-256 of its exact text)."""
+    from pathlib import Path
+
+    from flowguard.forms import consent_forms
+    from flowguard.policy import load_policy
+    from flowguard.server.citizen.render import environment
+
+    try:
+        forms = consent_forms(load_policy(policy_path), design)
+    except InputError as exc:
+        fail_input(exc)
+    folder = Path(out_dir) if out_dir else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    for form in forms.values():
+        line = f"{form.id}  {form.digest}"
+        if folder is not None:
+            page = folder / (form.id.replace("/", "--") + ".html")
+            page.write_text(environment().get_template("form_page.html").render(form=form),
+                            encoding="utf-8")
+            line += f"  {page}"
+        out.print(line, markup=False)
+
+
+def form_grant_record(form_id: str, design: str | None, policy_path: str | None,
+                      consent_id: str | None, subject: str | None, given_by: str | None,
+                      given_at: datetime | None, expires: datetime | None) -> dict[str, Any]:
+    """`consent grant --form`: the consent record of a signature on that form."""
+    from flowguard.forms import consent_forms, find_form, form_consent
+    from flowguard.policy import load_policy
+
+    missing = [name for name, value in (("--design", design), ("--policy", policy_path),
+                                        ("--id", consent_id), ("--subject", subject))
+               if not value]
+    if missing:
+        raise InputError([Diagnostic(f"--form needs {', '.join(missing)}", "<options>",
+                                     code="missing")])
+    assert design is not None and policy_path is not None
+    assert consent_id is not None and subject is not None
+    form = find_form(consent_forms(load_policy(policy_path), design), form_id, "--form")
+    return form_consent(form, consent_id=consent_id, subject=subject, given_by=given_by,
+                        given_at=given_at or datetime.now(UTC), expires_at=expires)
