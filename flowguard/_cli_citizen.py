@@ -73,6 +73,9 @@ def citizen_options(func: _F) -> _F:
                      help="The ID token claim a login is linked by (e.g. a national id)."),
         click.option("--citizen-contact",
                      help="Whom a citizen whose login is not linked should contact."),
+        click.option("--citizen-design",
+                     help="A design whose consent plan's forms citizens signed: /me/ shows "
+                          "each such consent's exact text."),
         click.option("--public-url", help="The URL citizens reach this server at "
                                           "(default http://HOST:PORT); builds redirect URIs."),
     )):
@@ -95,8 +98,9 @@ def citizen_settings(given: dict[str, str | None], host: str, port: int
                 "client_secret_file": str(given["citizen_client_secret_file"]),
                 "claim": given.get("citizen_claim") or "sub",
                 "public_url": given.get("public_url") or f"http://{host}:{port}"}
-    if given.get("citizen_contact"):
-        settings["contact"] = str(given["citizen_contact"])
+    for option, key in (("citizen_contact", "contact"), ("citizen_design", "design")):
+        if given.get(option):
+            settings[key] = str(given[option])
     return settings
 
 

@@ -35,6 +35,7 @@ from pydantic import Field
 
 from flowguard.audit.entries import Pseudonymizer, load_pseudonym_key, read_secret
 from flowguard.errors import Diagnostic, InputError, RegistryError
+from flowguard.forms import ConsentForm
 from flowguard.i18n import LANGUAGES, negotiate
 from flowguard.model import Consent, Evidence, Id, Model
 from flowguard.server.citizen.oidc import OidcClient, PendingSignIn, SignInError
@@ -70,6 +71,7 @@ class CitizenOptions:
     public_url: str
     claim: str = "sub"
     contact: str | None = None
+    design: str | None = None  # its consent plan's forms: shown to who signed one
     signins_per_minute: int = 30
     withdrawals_per_minute: int = 30
 
@@ -83,6 +85,19 @@ class LinkRequest(Model):
 
 
 _BEARER = HTTPBearer(auto_error=False)
+
+
+class FormGrantRequest(Model):
+    """A consent given by signing a form of the consent plan (`GET` the form ids with
+    `flowguard consent forms`)."""
+
+    by: Annotated[str, Field(min_length=1, max_length=200)]
+    form: Annotated[str, Field(min_length=1, max_length=300)]
+    id: Id
+    subject: Id
+    given_by: Id | None = None
+    given_at: datetime
+    expires_at: datetime | None = None
 
 
 class _Limiter:
@@ -132,11 +147,18 @@ def mount_citizen(app: FastAPI, state: Service, settings: dict[str, Any]) -> Non
     public = options.public_url.rstrip("/")
     if urlsplit(public).scheme not in ("http", "https"):
         raise _options_error("--public-url must be an http(s) URL")
-    app.include_router(citizen_router(state, options, pseudonym, secret, public))
+    forms: dict[str, ConsentForm] = {}
+    if options.design:
+        from flowguard.forms import consent_forms
+
+        forms = consent_forms(state.engine.policy, options.design)
+    app.include_router(citizen_router(state, options, pseudonym, secret, public, forms))
 
 
 def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonymizer,
-                   client_secret: str, public: str) -> APIRouter:
+                   client_secret: str, public: str,
+                   forms: dict[str, ConsentForm] | None = None) -> APIRouter:
+    forms = forms or {}
     router = APIRouter(include_in_schema=False)
     oidc = OidcClient(options.issuer, options.client_id, client_secret,
                       public + BASE + "/callback", options.claim)
@@ -275,7 +297,9 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
                        "not-yet-valid": gettext("not yet in force"),
                        "not-counted": gettext("recorded, but it does not count")}[status]
         until = k.withdrawn_at if status == "withdrawn" else k.expires_at
+        form = forms.get(k.evidence.reference or "") if k.evidence is not None else None
         return {"consent": k, "anchor": hashlib.sha256(k.id.encode()).hexdigest()[:12],
+                "form": form is not None and form.agreed(k.evidence),
                 "recipients": ", ".join(organizations), "data": data, "purposes": purposes,
                 "status": status, "status_text": status_text, "notes": notes, "until": until,
                 "by_subject": k.given_by == k.subject,
@@ -296,6 +320,18 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
         now = datetime.now(UTC)
         items = await asyncio.to_thread(visible, person, now)
         return next((v for v in items if v.consent.id == consent_id), None)
+
+    def authorize(credentials: HTTPAuthorizationCredentials | None, request_id: str) -> None:
+        """The API's rules for a write: a known token with `consent:write`, a new request id."""
+        token = None if credentials is None else state.tokens.authenticate(
+            credentials.credentials)
+        if token is None:
+            raise HTTPException(401, "a valid bearer token is required",
+                                headers={"WWW-Authenticate": "Bearer"})
+        if "consent:write" not in token.scopes:
+            raise HTTPException(403, "this token lacks the `consent:write` scope")
+        if not state.replays.first_use(request_id):
+            raise HTTPException(409, "this X-Request-Id was used before: replay refused")
 
     # ------------------------------------------------------------------ sign-in
 
@@ -439,6 +475,40 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
             raise
         return redirect(BASE + "/?done=withdrawn")
 
+    @router.get(BASE + "/form/{consent_id}")
+    async def agreed_text(request: Request, consent_id: str) -> Response:
+        who = await signed_in(request)
+        if isinstance(who, Response):
+            return who
+        session, person = who
+        found = await find(person, consent_id)
+        evidence = found.consent.evidence if found is not None else None
+        form = forms.get(evidence.reference or "") if evidence is not None else None
+        if found is None or form is None or not form.agreed(evidence):
+            return message(request, 404, "Not found", "There is no such consent of yours.",
+                           csrf=session.csrf)
+        return page(request, "form.html", csrf=session.csrf, form=form)
+
+    @router.post("/v1/consents/form", status_code=201, tags=["consents"],
+                 include_in_schema=True)
+    async def grant_on_form(body: FormGrantRequest,
+                            credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                                   Depends(_BEARER)],
+                            x_request_id: Annotated[str, Header(
+                                pattern=r"^[A-Za-z0-9._:-]{8,128}$")]) -> dict[str, Any]:
+        """Record a consent given by signing a form of the design's consent plan: the
+        form's id and the SHA-256 of its exact text are its evidence."""
+        authorize(credentials, x_request_id)
+        from flowguard.forms import find_form, form_consent
+
+        form = find_form(forms, body.form, "$.form")
+        record = form_consent(form, consent_id=body.id, subject=body.subject,
+                              given_by=body.given_by, given_at=body.given_at,
+                              expires_at=body.expires_at)
+        event = await asyncio.to_thread(store().grant, record, by=body.by)
+        return {"seq": event.seq, "kind": event.kind, "record": event.record,
+                "recorded_at": event.recorded_at, "form": form.id, "digest": form.digest}
+
     @router.get(BASE + "/received")
     async def received(request: Request) -> Response:
         who = await signed_in(request)
@@ -497,15 +567,7 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
                    ) -> dict[str, Any]:
         """Link a citizen's login to a subject or a guardian: only the login value's keyed
         hash is stored (the value is never logged or echoed)."""
-        token = None if credentials is None else state.tokens.authenticate(
-            credentials.credentials)
-        if token is None:
-            raise HTTPException(401, "a valid bearer token is required",
-                                headers={"WWW-Authenticate": "Bearer"})
-        if "consent:write" not in token.scopes:
-            raise HTTPException(403, "this token lacks the `consent:write` scope")
-        if not state.replays.first_use(x_request_id):
-            raise HTTPException(409, "this X-Request-Id was used before: replay refused")
+        authorize(credentials, x_request_id)
         event = await asyncio.to_thread(link_login, store(), body.person,
                                         pseudonym.login(body.login.strip()), by=body.by)
         return {"seq": event.seq, "kind": event.kind, "recorded_at": event.recorded_at}
