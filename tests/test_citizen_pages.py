@@ -61,7 +61,13 @@ def tools() -> Iterator[tuple[Any, Any]]:
 
 @pytest.fixture(scope="module")
 def citizen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Citizen]:
-    c = start_citizen(tmp_path_factory.mktemp("citizen-pages"))
+    folder = tmp_path_factory.mktemp("citizen-pages")
+    c = start_citizen(folder, design=str(folder / "policy" / "design.yaml"))
+    made = c.served.post("/v1/consents/form", {
+        "by": "clerk", "form": "frivillig-mentor-aalborg/follow-up", "id": "k-0042-form",
+        "subject": "citizen-0042", "given_at": "2026-02-01T10:00:00Z"},
+        c.setup.token["kommune"])
+    assert made.status_code == 201, made.text
     yield c
     c.stop()
 
@@ -102,7 +108,8 @@ def test_sign_in_withdraw_and_every_page_is_accessible(tools: tuple[Any, Any],
         citizen.provider.login = LOGINS["citizen-0042"]
         page.locator("main a.button").click()
         page.wait_for_url(citizen.base + "/me/")
-        item = page.locator("li.consent", has_text=recipient).first
+        item = page.locator("li.consent", has_text=recipient).filter(
+            has=page.locator(f'a[href="/me/withdraw/{consent_id}"]'))
         assert item.count() == 1
         _audit_page(page, axe, "consents", problems)
         assert page.get_by_role("link", name=withdraw).count() >= 1
@@ -114,6 +121,10 @@ def test_sign_in_withdraw_and_every_page_is_accessible(tools: tuple[Any, Any],
         assert page.get_by_role("status").count() == 1
         assert page.locator(f'a[href="/me/withdraw/{consent_id}"]').count() == 0
         _audit_page(page, axe, "consents after withdrawal", problems)
+        page.locator('a[href="/me/form/k-0042-form"]').click()
+        page.wait_for_url("**/me/form/k-0042-form")
+        assert page.locator("article[lang=en] p").count() >= 3
+        _audit_page(page, axe, "agreed text", problems)
         page.goto(citizen.base + "/me/received")
         _audit_page(page, axe, "received", problems)
         page.get_by_role("button", name=sign_out).click()
