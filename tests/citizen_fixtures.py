@@ -15,7 +15,7 @@ from flowguard.server.app import ServerConfig, create_app
 from flowguard.store import open_store
 from flowguard.store.logins import link_login
 
-from .oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider
+from .oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider, serve_in_thread
 from .test_server import Served, Setup, free_port, make_setup
 
 
@@ -23,22 +23,9 @@ class PortServed(Served):
     """`Served` on a port chosen in advance (the redirect URI names it)."""
 
     def __init__(self, config: ServerConfig, port: int) -> None:
-        import threading
-        import time
-
-        import uvicorn
-
         self.app = create_app(config)
         self.port = port
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=port,
-                                                    log_level="warning", access_log=False))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the server did not start")
-            time.sleep(0.02)
+        self.server, self.thread = serve_in_thread(self.app, port)
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
 
 # fictional national ids, as a provider would assert them in the ID token's claim

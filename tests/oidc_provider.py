@@ -24,6 +24,20 @@ CLIENT_ID = "flowguard-citizen"
 CLIENT_SECRET = "test-client-secret-" + "x" * 24
 
 
+def serve_in_thread(app: Any, port: int) -> tuple[uvicorn.Server, threading.Thread]:
+    """Run an ASGI app under uvicorn on 127.0.0.1:`port` in a daemon thread, once started."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError(f"the server on port {port} did not start")
+        time.sleep(0.02)
+    return server, thread
+
+
 @dataclass
 class Grant:
     client_id: str
@@ -115,16 +129,7 @@ class Provider:
         return app
 
     def start(self) -> Provider:
-        self._server = uvicorn.Server(uvicorn.Config(self.app(), host="127.0.0.1",
-                                                     port=self.port, log_level="warning",
-                                                     access_log=False))
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 20
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the test OIDC provider did not start")
-            time.sleep(0.02)
+        self._server, self._thread = serve_in_thread(self.app(), self.port)
         return self
 
     def stop(self) -> None:
