@@ -37,7 +37,7 @@ from flowguard.audit.entries import Pseudonymizer, load_pseudonym_key, read_secr
 from flowguard.errors import Diagnostic, InputError, RegistryError
 from flowguard.forms import ConsentForm
 from flowguard.i18n import LANGUAGES, negotiate
-from flowguard.model import Consent, Evidence, Id, Model
+from flowguard.model import Consent, Evidence, Id, Model, ReasonCode
 from flowguard.server.citizen.oidc import OidcClient, PendingSignIn, SignInError
 from flowguard.server.citizen.render import REASONS, render
 from flowguard.store import RegistryStore, consent_status
@@ -256,9 +256,9 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
             if ward == person:
                 continue
             records = registry.records_of(ward)
-            terms = [g for g in records.guardianships if g.guardian == person
-                     and g.valid_from <= now
-                     and (g.valid_until is None or now < g.valid_until)]
+            in_force = state.engine.guardianships_in_force(ward, now)
+            terms = [g for g in records.guardianships
+                     if g.guardian == person and g.id in in_force]
             for k in records.consents:
                 if k.given_by != person:
                     continue
@@ -268,7 +268,9 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
                     found.append(Visible(k, True))
         return found
 
-    def describe(item: Visible, now: datetime, gettext: Any) -> dict[str, Any]:
+    def describe(item: Visible, now: datetime, gettext: Any,
+                 standings: dict[str, dict[str, dict[str, ReasonCode | None]]]
+                 ) -> dict[str, Any]:
         k = item.consent
         policy = state.engine.policy
         organizations: dict[str, None] = {}
@@ -285,7 +287,9 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
         status = consent_status(k, now)
         notes: list[str] = []
         if status == "active":
-            standing = state.engine.consent_standing(k.subject, now).get(k.id, {})
+            if k.subject not in standings:
+                standings[k.subject] = state.engine.consent_standing(k.subject, now)
+            standing = standings[k.subject].get(k.id, {})
             failing = {code for code in standing.values() if code is not None}
             counted = [leaf for leaf, code in standing.items() if code is None]
             notes = [gettext(REASONS[str(code.value)]) for code in sorted(failing)
@@ -417,12 +421,14 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
         now = datetime.now(UTC)
         items = await asyncio.to_thread(visible, person, now)
         groups = []
+        standings: dict[str, dict[str, dict[str, ReasonCode | None]]] = {}
         for ward in (False, True):
             chosen = sorted((v for v in items if v.ward == ward),
                             key=lambda v: (v.consent.given_at, v.consent.id), reverse=True)
             if chosen:
                 groups.append({"ward": ward,
-                               "consents": [describe(v, now, gettext) for v in chosen]})
+                               "consents": [describe(v, now, gettext, standings)
+                                            for v in chosen]})
         notice = gettext("Your consent is withdrawn.") if done == "withdrawn" else None
         return page(request, "consents.html", csrf=session.csrf, groups=groups, notice=notice)
 
@@ -439,7 +445,7 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
         from flowguard.i18n import translations
 
         gettext = translations(language(request), "citizen").gettext
-        item = describe(found, datetime.now(UTC), gettext)
+        item = describe(found, datetime.now(UTC), gettext, {})
         if not item["withdrawable"]:
             return message(request, 409, "Already ended",
                            "This consent is already withdrawn or has expired.",
@@ -519,12 +525,12 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
             return message(request, 404, "Who received my data",
                            "This service keeps no log of who received data.",
                            csrf=session.csrf)
-        from flowguard.audit.report import access_report
+        from flowguard.audit.report import access_report, parse_entry_time
 
         report = await asyncio.to_thread(access_report, state.trail.log, pseudonym(person))
         covered = report.checkpoint_size or 0
         entries = sorted((*report.disclosures, *report.refusals), key=lambda i: i.index)
-        items = [{"index": i.index, "when": i.at.replace("T", " ").replace("Z", " UTC"),
+        items = [{"index": i.index, "when": parse_entry_time(i.at),
                   "organization": i.organization_name or i.organization,
                   "permitted": i.outcome == "permit",
                   "data": [c.description or c.category for c in i.categories

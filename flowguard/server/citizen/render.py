@@ -3,7 +3,7 @@ markup), texts from the `citizen` gettext catalogue in the page's language."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -41,8 +41,8 @@ def render(template: str, language: str, **context: Any) -> str:
     def when(value: datetime | None, with_time: bool = True) -> str:
         if value is None:
             return ""
-        if with_time:
-            return format_datetime(value, "medium", tzinfo=None, locale=locale)
+        if with_time:  # times are kept in UTC; say so
+            return format_datetime(value, "medium", tzinfo=UTC, locale=locale) + " UTC"
         return format_date(value, "long", locale=locale)
 
     return environment().get_template(template).render(
