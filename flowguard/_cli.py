@@ -15,6 +15,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from flowguard import _cli_citizen  # noqa: F401  (adds `subject link`)
 from flowguard._cli_audit import audit, keys
 from flowguard._cli_common import (
     EXIT_DENY,

@@ -437,6 +437,9 @@ def _selectors(values: Sequence[str]) -> list[dict[str, str]]:
 @click.option("--evidence", help="How it was given: signed-form, digital-signature, ...")
 @click.option("--reference", help="The evidence's reference (a case or document number).")
 @strict_option
+@click.option("--form", "form_id", help="The consent form signed (an id of `consent forms`): "
+              "it gives the recipients, data, purposes and evidence; needs --design.")
+@click.option("--design", help="The design whose consent plan has the form.")
 @audit_options
 def consent_grant(registry_url: str, policy_path: str | None, by: str | None,
                   file: str | None, consent_id: str | None, subject: str | None,
@@ -444,13 +447,20 @@ def consent_grant(registry_url: str, policy_path: str | None, by: str | None,
                   data: Sequence[str], purpose: Sequence[str], subprocess: Sequence[str],
                   explicit: bool, expires: str | None, evidence: str | None,
                   reference: str | None, strict: bool = False,
+                  form_id: str | None = None, design: str | None = None,
                   audit_url: str | None = None, log_key: str | None = None,
                   pseudonym_key: str | None = None) -> None:
-    """Record a consent, from --file or from the options."""
+    """Record a consent, from --file, from a consent form (--form), or from the options."""
     with _store(registry_url, policy_path, (audit_url, log_key, pseudonym_key),
                 writes="`consent grant`") as store:
         if file is not None:
             record = _read_record(file)
+        elif form_id is not None:  # flowguard.forms: the form's id and digest as evidence
+            from flowguard._cli_citizen import form_grant_record
+
+            record = form_grant_record(form_id, design, policy_path, consent_id, subject,
+                                       given_by, parse_time(given_at, "--given-at"),
+                                       parse_time(expires, "--expires"))
         else:
             record = {"id": consent_id, "subject": subject, "given_by": given_by or subject,
                       "given_at": given_at or datetime.now(UTC).isoformat(),

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 import yaml
 
+from flowguard._cli_citizen import citizen_options, citizen_settings
 from flowguard._cli_common import fail_input, out
 from flowguard.errors import Diagnostic, InputError
 from flowguard.server.tokens import SCOPES, load_tokens, new_token, write_tokens
@@ -58,13 +59,14 @@ from flowguard.server.tokens import SCOPES, load_tokens, new_token, write_tokens
               help="Serve HTTPS with this certificate chain (PEM); needs --tls-key.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False),
               help="The private key of --tls-cert (PEM).")
+@citizen_options
 def serve(policy: str, registry: str | None, audit: str | None, log_key: str | None,
           pseudonym_key: str | None, tokens: str, host: str, port: int, workers: int,
           batch_limit: int, max_body: int, checkpoint_every: int,
           checkpoint_seconds: float, replay_window: float, max_connections: int,
           request_timeout: float, keep_alive_timeout: float, max_header_bytes: int,
           tls_cert: str | None, tls_key: str | None, witnesses: Sequence[str] = (),
-          witness_quorum: int = 0, docs: bool = False) -> None:
+          witness_quorum: int = 0, docs: bool = False, **citizen: str | None) -> None:
     """Serve the check API over HTTP (OpenAPI at /openapi.json; /docs with --docs)."""
     import uvicorn
 
@@ -84,7 +86,8 @@ def serve(policy: str, registry: str | None, audit: str | None, log_key: str | N
                           replay_window_seconds=replay_window, max_connections=max_connections,
                           request_timeout=request_timeout,
                           keep_alive_timeout=keep_alive_timeout,
-                          max_header_bytes=max_header_bytes)
+                          max_header_bytes=max_header_bytes,
+                          citizen=citizen_settings(citizen, host, port))
     problem = serve_problem(config, workers, tls_cert, tls_key)
     if problem is not None:
         fail_input(InputError([problem]))

@@ -26,7 +26,7 @@ STATUSES: tuple[StatusName, ...] = (
     "grantor-not-authorized", "grantor-authority-ended")
 """Every status; after `active`, in SPEC §5's order of precedence."""
 
-_BY_CODE: dict[ReasonCode, StatusName] = {
+CONSENT_PROBLEM_CODES: dict[ReasonCode, StatusName] = {
     ReasonCode.CONSENT_WITHDRAWN: "withdrawn",
     ReasonCode.CONSENT_EXPIRED: "expired",
     ReasonCode.CONSENT_NOT_YET_VALID: "not-yet-valid",
@@ -34,6 +34,7 @@ _BY_CODE: dict[ReasonCode, StatusName] = {
     ReasonCode.GRANTOR_NOT_AUTHORIZED: "grantor-not-authorized",
     ReasonCode.GRANTOR_AUTHORITY_ENDED: "grantor-authority-ended",
 }
+"""The reason code of a check denied on each status (the same reading, SPEC §5)."""
 _TIME = ("withdrawn", "expired", "not-yet-valid")
 WRITE_PROBLEMS: frozenset[StatusName] = frozenset({"not-explicit", "grantor-not-authorized"})
 """The problems a consent has when it is given: `grant`/`import` warn of them (and refuse
@@ -102,7 +103,7 @@ def consent_status(engine: Engine, consent: Consent | str, at: datetime | None =
     special = [c for c in leaves if c in engine._special]
     # 1. time: the same for every leaf
     code = _consent_failure(k, leaves[0] if leaves else "", False, t, facts)
-    status = _BY_CODE.get(code) if code is not None else None
+    status = CONSENT_PROBLEM_CODES.get(code) if code is not None else None
     if status in _TIME:
         problems.append(ConsentProblem(status, _time_reason(status, consent)))
     # 2. and 3., at a time it is valid: explicit, then the grantor's authority
@@ -140,7 +141,7 @@ def consent_status(engine: Engine, consent: Consent | str, at: datetime | None =
         else:
             who = "the subject" if k.by_subject else "the guardian"
             reason = f"{who}'s authority over {_names(affected)} has ended since{only}"
-        problems.append(ConsentProblem(_BY_CODE[failure], reason,
+        problems.append(ConsentProblem(CONSENT_PROBLEM_CODES[failure], reason,
                                        () if not rest else tuple(affected)))
     if problems:
         first = problems[0]

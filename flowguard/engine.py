@@ -489,6 +489,13 @@ class Engine:
         """The registry revision the engine's cached facts were last checked against."""
         return self._facts_revision
 
+    def guardianships_in_force(self, subject_id: str, at: datetime) -> frozenset[str]:
+        """The ids of the subject's guardianships in term at `at` (a parental one ends at
+        majority too), as a check reads them."""
+        facts = self._subject_facts(subject_id)
+        t = at.timestamp()
+        return frozenset(g.id for g in facts.guardianships if _guardian_valid(g, t, facts))
+
     def check(self, flow: FlowInput) -> Decision:
         """Decide one flow: a `Flow`, a mapping of its fields, or a row of them in field
         order (sender, recipient, subject, data, purpose, subprocess[, at]); a mapping or a

@@ -29,6 +29,8 @@ except ImportError:  # pragma: no cover - a declared dependency
 ENTRY_VERSION = 1
 PSEUDONYM_PREFIX = "hmac-sha256:"
 FINGERPRINT_LABEL = b"flowguard\x00audit log pseudonym key fingerprint\x00v1"
+LOGIN_LABEL = b"flowguard\x00citizen login\x00v1\x00"
+LOGIN_PREFIX = "login-hmac-sha256:"
 
 
 class KeyFileError(InputError):
@@ -106,6 +108,13 @@ class Pseudonymizer:
             self._cache.clear()
         pseudonym = self._cache[subject_id] = PSEUDONYM_PREFIX + digest
         return pseudonym
+
+    def login(self, value: str) -> str:
+        """The keyed hash a citizen's login value (a national id from an ID token) is linked
+        by: domain-separated from subject pseudonyms, so neither can stand for the other."""
+        digest = hmac.new(self._key, LOGIN_LABEL + value.encode("utf-8"),
+                          hashlib.sha256).hexdigest()
+        return LOGIN_PREFIX + digest
 
 
 def generate_pseudonym_key(path: Path) -> None:
@@ -207,7 +216,8 @@ def registry_entry(*, seq: int, kind: str, record: str | None, subject: str, by:
     name the citizen or a relative)."""
     return {"v": ENTRY_VERSION, "kind": "registry", "time": _time(recorded_at),
             "event": kind, "seq": seq, "record": record, "subject": pseudonym(subject),
-            "by": by}
+            # a citizen recording their own change is named by pseudonym only
+            "by": pseudonym(by) if by == subject else by}
 
 
 def policy_entry(policy: Policy, at: datetime) -> dict[str, Any]:

@@ -218,6 +218,7 @@ _EVENTS = {
     "consent.expired": "a consent was marked as expired",
     "guardianship.added": "a guardianship was recorded",
     "guardianship.ended": "a guardianship was ended",
+    "login.linked": "a login was linked to you for the citizen pages",
 }
 
 

@@ -89,6 +89,7 @@ class ServerConfig:
     max_header_bytes: int = 64 * 1024
     max_categories_per_flow: int = 64
     max_categories_per_batch: int = 20_000
+    citizen: dict[str, Any] | None = None  # the citizen pages' options (issue 17)
 
 
 # --------------------------------------------------------------------------- bodies
@@ -703,6 +704,10 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    if config.citizen:  # the citizen pages under /me/ (flowguard.server.citizen)
+        from flowguard.server.citizen import mount_citizen
+
+        mount_citizen(app, state, config.citizen)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     app.add_middleware(SingleRequestId)
     app.add_middleware(offload.BatchCollectorPause)

@@ -167,19 +167,23 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc",
                           "/openapi.json"})
+CITIZEN_PATHS = "/me"
+"""The citizen pages' root (flowguard.server.citizen): signed in by OpenID Connect."""
 
 
 class TokenGate:
     """Refuse a request without a known bearer token with 401 before its body is read (the
     endpoint then checks the token's scope). Health checks and the API description are
-    public."""
+    public; the citizen pages (`/me/`) sign people in with their own session instead."""
 
     def __init__(self, app: ASGIApp, tokens: Any) -> None:
         self.app = app
         self.tokens = tokens  # a callable giving the current TokenTable
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        path = scope.get("path", "")
+        if (scope["type"] != "http" or path in PUBLIC_PATHS
+                or path == CITIZEN_PATHS or path.startswith(CITIZEN_PATHS + "/")):
             await self.app(scope, receive, send)
             return
         table: TokenTable = self.tokens()

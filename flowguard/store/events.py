@@ -32,6 +32,7 @@ EventKind = Literal[
     "consent.expired",
     "guardianship.added",
     "guardianship.ended",
+    "login.linked",
 ]
 EVENT_KINDS: tuple[EventKind, ...] = EventKind.__args__  # type: ignore[attr-defined]
 
@@ -137,6 +138,8 @@ class SubjectState:
             g = self.guardianships[record]
             until = _earliest(g.valid_until, _instant(body, "valid_until"))
             self.guardianships[record] = g.model_copy(update={"valid_until": until})
+        elif kind == "login.linked":
+            pass  # a login linked to this person (flowguard.store.logins): no record changes
         else:
             raise ValueError(f"unknown registry event kind `{kind}`")
 
