@@ -16,8 +16,9 @@ from .conftest import EXAMPLES
 SUITES = sorted(EXAMPLES.glob("*/tests.yaml"))
 
 
-def test_both_examples_ship() -> None:
-    assert {p.parent.name for p in SUITES} == {"aalborg-aktiv", "youth-services"}
+def test_the_examples_ship() -> None:
+    assert {p.parent.name for p in SUITES} == {"aalborg-aktiv", "youth-services",
+                                                "senior-home-care"}
 
 
 @pytest.mark.parametrize("suite", SUITES, ids=lambda p: p.parent.name)
