@@ -179,6 +179,8 @@ class Service(Model):
     description: Text | None = None
     language: Language | None = None
     """The default language of reports and forms (English when omitted)."""
+    contact: Text | None = None
+    """How citizens reach the controller (office, phone, address): consent forms say it."""
     citizens: CitizenAges | None = None
     """The ages of the service's citizens; forms and the ROPA mention minors only if the
     range admits them."""

@@ -11,7 +11,6 @@ from flowguard.reports._common import (
     LABEL,
     SYMBOL,
     category_text,
-    consent_form_text,
     flow_lines,
     grantors_line,
     organization_name,
@@ -19,6 +18,7 @@ from flowguard.reports._common import (
     purpose_text,
     service_title,
 )
+from flowguard.reports.forms import consent_forms, form_paragraphs
 
 
 def cell(text: str) -> str:
@@ -32,7 +32,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
-def design_markdown(report: DesignReport) -> str:
+def design_markdown(report: DesignReport, language: str | None = None) -> str:
     policy = report.policy
     header = report.design.design
     title = header.name or header.service or "flow design"
@@ -63,14 +63,16 @@ def design_markdown(report: DesignReport) -> str:
         where = f" (line {finding.position[0]})" if finding.position[0] else ""
         lines.append(f"- ⚠ **{finding.check}**{where}: {finding.message}")
     lines += ["", "## Consent plan", ""]
-    items = plan_items(report)
-    if not items:
+    items = {item["id"]: item for item in plan_items(report)}
+    forms = consent_forms(report, language)
+    if not forms:
         lines.append("The design needs no consent.")
-    for item in items:
-        text = consent_form_text(item, policy)
+    for form in forms:
+        text = form_paragraphs(form)
         lines += [f"### {text[0]}", ""]
-        lines += [f"{line}" for line in text[1:]]
-        lines += ["", "Registry record: `" + _record(item["record"]) + "`", ""]
+        lines += [f"{line}  " for line in text[1:]]
+        lines += ["", "For staff, the registry record: `"
+                  + _record(items[form.key]["record"]) + "`", ""]
     lines += ["## Checks run", ""]
     lines += [f"- `{k}`: {v}" for k, v in CHECKS.items()]
     return "\n".join(lines).rstrip() + "\n"
