@@ -16,6 +16,7 @@ from functools import lru_cache
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from flowguard.analysis import admits_minors
 from flowguard.design import DesignReport
 from flowguard.i18n import DEFAULT_LANGUAGE, checked_language, translations
 from flowguard.model import Policy
@@ -36,15 +37,6 @@ def report_language(policy: Policy, language: str | None) -> str:
     if service is not None and service.language is not None:
         return service.language
     return DEFAULT_LANGUAGE
-
-
-def admits_minors(policy: Policy, majority_age: int) -> bool:
-    """Whether the service may have citizens younger than `majority_age`: always, unless
-    `service.citizens` says otherwise."""
-    service = policy.service
-    if service is None or service.citizens is None:
-        return True
-    return service.citizens.admits_under(majority_age)
 
 
 @dataclass(frozen=True)

@@ -308,7 +308,14 @@ def ropa_html(record: Ropa) -> str:
             bases.append(f"{text} (rules {', '.join(_code(r) for r in rules)})")
         body.append("<li>Legal bases: " + "; ".join(bases) + "</li>")
         body.append("<li>Categories of personal data: "
-                    + ", ".join(_code(c) for c in act.categories) + "</li>")
+                    + (", ".join(_code(c) for c in act.categories) or "none") + "</li>")
+        if act.other_data:
+            body.append("<li>Other data, not personal data (aggregates): "
+                        + ", ".join(_code(c) for c in act.other_data) + "</li>")
+        if act.within_controller and ctrl:
+            body.append(f"<li>Used inside {h(organization_name(policy, ctrl))} (processing by "
+                        "the controller, not a disclosure): "
+                        + ", ".join(_code(c) for c in act.within_controller) + "</li>")
         if act.special:
             body.append("<li>Special categories (Art. 9): "
                         + ", ".join(_code(c) for c in act.special) + "</li>")
@@ -320,6 +327,9 @@ def ropa_html(record: Ropa) -> str:
         if act.restrictions:
             body.append("<li>Restrictions (forbid rules that can apply): "
                         + ", ".join(_code(r) for r in act.restrictions) + "</li>")
+        if not act.recipients:
+            body.append("<li>Recipients: none outside the controller</li></ul></article>")
+            continue
         body.append("</ul><table><thead><tr><th>recipient</th><th>categories</th>"
                     "<th>basis</th></tr></thead><tbody>")
         for r in act.recipients:
@@ -346,9 +356,11 @@ def ropa_html(record: Ropa) -> str:
                 f"<em>to complete</em>; disclosures are to be checked against this policy "
                 f"({_code(policy.digest)}) before data is shared.</p></section>")
     body.append('<section id="categories"><h2>Data categories</h2><table><thead><tr>'
-                "<th>category</th><th>description</th><th>special</th></tr></thead><tbody>")
+                "<th>category</th><th>description</th><th>special</th><th>personal data</th>"
+                "</tr></thead><tbody>")
     for c in sorted(policy.data_categories):
         body.append(f"<tr><td>{_code(c)}</td><td>{h(category_text(policy, c))}</td>"
-                    f"<td>{'yes' if policy.is_special(c) else ''}</td></tr>")
+                    f"<td>{'yes' if policy.is_special(c) else ''}</td>"
+                    f"<td>{'yes' if policy.is_personal(c) else 'no (aggregate)'}</td></tr>")
     body.append("</tbody></table></section></main>")
     return _page(title, body)

@@ -139,16 +139,26 @@ def ropa_markdown(record: Ropa) -> str:
             bases.append(f"{text} (rules {', '.join(f'`{r}`' for r in rules)})")
         lines.append("- Legal bases: " + "; ".join(bases))
         lines.append("- Categories of personal data: "
-                     + ", ".join(f"`{c}`" for c in a.categories))
+                     + (", ".join(f"`{c}`" for c in a.categories) or "none"))
+        if a.other_data:
+            lines.append("- Other data, not personal data (aggregates): "
+                         + ", ".join(f"`{c}`" for c in a.other_data))
         if a.special:
             lines.append("- Special categories (Art. 9): " + ", ".join(f"`{c}`" for c in a.special))
         lines.append("- Sub-processes: " + ", ".join(f"`{s}`" for s in a.subprocesses))
-        lines += ["- Recipients:", ""]
+        if a.within_controller and ctrl:
+            lines.append(f"- Used inside {organization_name(policy, ctrl)} (processing by the "
+                         "controller, not a disclosure): "
+                         + ", ".join(f"`{c}`" for c in a.within_controller))
+        if not a.recipients:
+            lines.append("- Recipients: none outside the controller")
+        else:
+            lines += ["- Recipients:", ""]
         lines += ["  " + x for x in _table(
             ["recipient", "categories", "basis"],
             [[f"{organization_name(policy, r.organization)} (`{r.organization}`)",
               ", ".join(f"`{c}`" for c in r.categories), "; ".join(r.bases)]
-             for r in a.recipients])]
+             for r in a.recipients])] if a.recipients else []
         lines.append("")
         if a.obligations:
             lines.append("- Conditions on recipients (incl. erasure): " + "; ".join(a.obligations))
@@ -176,8 +186,9 @@ def ropa_markdown(record: Ropa) -> str:
               "*To complete*. Each disclosure is to be checked against this policy "
               f"(`{policy.digest}`) before data is shared.", ""]
     lines += ["## Data categories", ""]
-    lines += _table(["category", "description", "special"],
+    lines += _table(["category", "description", "special", "personal data"],
                     [[f"`{c}`", category_text(policy, c),
-                      "yes" if policy.is_special(c) else ""]
+                      "yes" if policy.is_special(c) else "",
+                      "yes" if policy.is_personal(c) else "no (aggregate)"]
                      for c in sorted(policy.data_categories)])
     return "\n".join(lines).rstrip() + "\n"
