@@ -419,10 +419,16 @@ class Vocabulary:
             if org is not None:
                 members.setdefault(("kind", org.kind), set()).add(actor_id)
                 members.setdefault(("sector", org.sector), set()).add(actor_id)
+        # where two groups have the same actors, the one the rules write wins: a selector
+        # `{organization: nordby-kommune}` is echoed as written, not as the sector it fills
+        written = {(key, value) for policy in policies for rule in policy.rules
+                   for selector in (rule.sender, rule.recipient) if selector is not None
+                   for key in ("organization", "kind", "sector")
+                   for value in (getattr(selector, key) or ())}
         self._groups = sorted(
             ((key, frozenset(v)) for key, v in members.items() if len(v) > 1),
-            key=lambda kv: (-len(kv[1]), ("sector", "kind", "organization").index(kv[0][0]),
-                            kv[0][1]))
+            key=lambda kv: (-len(kv[1]), kv[0] not in written,
+                            ("sector", "kind", "organization").index(kv[0][0]), kv[0][1]))
 
     def actor_groups(self, actors: frozenset[str]) -> list[tuple[str, str]]:
         """`actors` as (selector key, value) pairs: whole sectors, kinds and organizations

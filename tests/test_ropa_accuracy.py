@@ -58,3 +58,18 @@ def test_minors_are_mentioned_only_where_the_service_admits_them(record) -> None
     assert "Minors" not in ropa_html(record)
     aalborg = " ".join(ropa(load_policy(EXAMPLES / "aalborg-aktiv")).subjects)
     assert "Minors (under 18) may take part" in aalborg
+
+
+def test_selectors_are_echoed_as_the_rules_write_them() -> None:
+    import json
+
+    from flowguard.analysis import Reach, what_can_receive
+    from flowguard.design import PolicyIndex
+    from flowguard.reports import reach_json
+
+    policy = load_policy(HOME_CARE)
+    # nordby-kommune is the only public organisation: the rule says `organization`, not sector
+    answer = json.loads(reach_json(what_can_receive(Reach(PolicyIndex(policy)), "cleaner")))
+    senders = [s for row in answer["rows"] for s in row["senders"]]
+    assert {"organization": "nordby-kommune"} in senders
+    assert {"sector": "public"} not in senders
