@@ -17,9 +17,11 @@ from flowguard.analysis import Reach, diff_policies, ropa, what_can_receive
 from flowguard.analysis import who_can_receive as who_receives
 from flowguard.design import DesignError, PolicyIndex, analyse_design, load_design
 from flowguard.errors import Diagnostic, InputError, PolicyError
+from flowguard.i18n import LANGUAGES
 from flowguard.model import Policy
 from flowguard.policy import LoadedPolicy, load_policy_with_sources
 from flowguard.reports import (
+    consent_forms_html,
     design_html,
     design_json,
     design_markdown,
@@ -88,11 +90,16 @@ def _format_options(*formats: str) -> Callable[[_F], _F]:
 @click.option("--html", "html_path", metavar="FILE",
               help="Also write the self-contained HTML page (swimlane diagram, flows, consent "
                    "plan) to FILE.")
+@click.option("--forms", "forms_path", metavar="FILE",
+              help="Also write the consent forms alone, a page to print for citizens, to FILE.")
+@click.option("--lang", "language", type=click.Choice(LANGUAGES),
+              help="Language of the consent forms (default: the policy's service.language, "
+                   "else en).")
 @click.option("--strict", is_flag=True, help="Exit 1 on design-check findings too.")
 @click.option("--verbose", "-v", is_flag=True, help="Explain the lawful flows too.")
 def design_command(policy_path: str, design_path: str | None, fmt: str | None,
-                   output: str | None, html_path: str | None, strict: bool,
-                   verbose: bool) -> None:
+                   output: str | None, html_path: str | None, forms_path: str | None,
+                   language: str | None, strict: bool, verbose: bool) -> None:
     """Validate a flow design (SPEC §8) against a policy: classify every flow and category for
     any citizen, plan the consents to collect, and check the design as a whole.
 
@@ -118,14 +125,17 @@ def design_command(policy_path: str, design_path: str | None, fmt: str | None,
                  if section == "rules"}
         _emit(design_sarif(report, rules), output)
     elif fmt == "markdown":
-        _emit(design_markdown(report), output)
+        _emit(design_markdown(report, language), output)
     else:
         if output is not None:
             _bad_option("--output needs --json, --sarif or --markdown")
-        print_design(report, out, verbose=verbose)
+        print_design(report, out, verbose=verbose, language=language)
     if html_path is not None:
-        _write(html_path, design_html(report))
+        _write(html_path, design_html(report, language))
         err.print(f"wrote {html_path}", markup=False, highlight=False)
+    if forms_path is not None:
+        _write(forms_path, consent_forms_html(report, language))
+        err.print(f"wrote {forms_path}", markup=False, highlight=False)
     failed = report.failed or (strict and bool(report.findings))
     sys.exit(EXIT_DENY if failed else EXIT_OK)
 

@@ -419,10 +419,16 @@ class Vocabulary:
             if org is not None:
                 members.setdefault(("kind", org.kind), set()).add(actor_id)
                 members.setdefault(("sector", org.sector), set()).add(actor_id)
+        # where two groups have the same actors, the one the rules write wins: a selector
+        # `{organization: nordby-kommune}` is echoed as written, not as the sector it fills
+        written = {(key, value) for policy in policies for rule in policy.rules
+                   for selector in (rule.sender, rule.recipient) if selector is not None
+                   for key in ("organization", "kind", "sector")
+                   for value in (getattr(selector, key) or ())}
         self._groups = sorted(
             ((key, frozenset(v)) for key, v in members.items() if len(v) > 1),
-            key=lambda kv: (-len(kv[1]), ("sector", "kind", "organization").index(kv[0][0]),
-                            kv[0][1]))
+            key=lambda kv: (-len(kv[1]), kv[0] not in written,
+                            ("sector", "kind", "organization").index(kv[0][0]), kv[0][1]))
 
     def actor_groups(self, actors: frozenset[str]) -> list[tuple[str, str]]:
         """`actors` as (selector key, value) pairs: whole sectors, kinds and organizations
@@ -1167,6 +1173,10 @@ class RopaActivity:
     subprocesses: tuple[str, ...]
     obligations: tuple[str, ...]
     restrictions: tuple[str, ...]  # the forbid rules that can apply to this purpose
+    other_data: tuple[str, ...] = ()
+    """Categories marked `personal: false` (aggregates): governed, but not personal data."""
+    within_controller: tuple[str, ...] = ()
+    """Categories used inside the controller for this purpose: processing, not disclosure."""
 
 
 @dataclass(frozen=True)
@@ -1237,6 +1247,8 @@ def ropa(policy: Policy, reach: Reach | None = None) -> Ropa:
             entry.sp.update(subprocesses)
             entry.obligations.update(obligations)
     leaf_sets = _leaf_sets(policy)
+    written = {c for r in policy.rules if r.effect == "permit" for c in r.data}
+    controller = policy.service.controller if policy.service is not None else None
     order = {s: i for i, s in enumerate(policy.subprocesses)}
     tree = policy.purpose_tree
     activities = []
@@ -1246,24 +1258,28 @@ def ropa(policy: Policy, reach: Reach | None = None) -> Ropa:
         leaves_set, orgs, bases = entry.leaves, entry.orgs, entry.bases
         sp, obligations = entry.sp, entry.obligations
         recipients = tuple(
-            RopaRecipient(org, tuple(leaf_cover(org_leaves, policy, leaf_sets)),
+            RopaRecipient(org, tuple(written_cover(org_leaves, policy, leaf_sets, written)),
                           tuple(sorted(c for c in org_leaves if c in index.special)),
                           tuple(sorted(org_bases)))
-            for org, (org_leaves, org_bases) in sorted(orgs.items()))
+            for org, (org_leaves, org_bases) in sorted(orgs.items()) if org != controller)
+        internal = orgs.get(controller) if controller is not None else None
         restrictions = tuple(
             r.id for r in forbids
             if r.purposes is None or any(q in tree and purpose in tree.overlapping(q)
                                          for q in r.purposes))
         described = policy.purposes.get(purpose)
+        personal = {c for c in leaves_set if policy.is_personal(c)}
         activities.append(RopaActivity(
             purpose, described.description if described else None,
-            tuple(leaf_cover(leaves_set, policy, leaf_sets)),
+            tuple(written_cover(personal, policy, leaf_sets, written)),
             tuple(sorted(c for c in leaves_set if c in index.special)),
             tuple(sorted(((b, law, art9, tuple(sorted(rules)))
                           for (b, law, art9), rules in bases.items()),
                          key=lambda x: (x[0], x[1] or "", x[2] or ""))),
             recipients, tuple(sorted(sp, key=order.__getitem__)), tuple(sorted(obligations)),
-            restrictions))
+            restrictions,
+            tuple(written_cover(leaves_set - personal, policy, leaf_sets, written)),
+            tuple(written_cover(internal[0], policy, leaf_sets, written)) if internal else ()))
     unused = tuple(sorted(p for p in policy.purposes if p not in per_purpose))
     return Ropa(policy, tuple(activities), unused, _subjects(policy),
                 tuple(r.id for r in forbids))
@@ -1340,15 +1356,57 @@ class _RopaEntry:
     obligations: set[str] = field(default_factory=set)
 
 
+def written_cover(leaves: Iterable[str], policy: Policy,
+                  leaf_sets: dict[str, frozenset[str]] | None = None,
+                  written: Iterable[str] = ()) -> list[str]:
+    """The categories of `leaves` as the policy's rules write them: the fewest categories
+    whose leaves make up exactly `leaves`, where a parent no rule names is spelt out as its
+    leaves (`social.interests`, not `social`, when a rule names only the former)."""
+    named = set(written)
+    tree = policy.category_tree
+    result: list[str] = []
+    for c in leaf_cover(leaves, policy, leaf_sets):
+        if tree.is_leaf(c) or c in named:
+            result.append(c)
+        else:
+            result += sorted(tree.leaves(c))
+    return result
+
+
+def admits_minors(policy: Policy, majority_age: int) -> bool:
+    """Whether the service may have citizens younger than `majority_age`: always, unless
+    `service.citizens` says otherwise."""
+    service = policy.service
+    if service is None or service.citizens is None:
+        return True
+    return service.citizens.admits_under(majority_age)
+
+
 def _subjects(policy: Policy) -> tuple[str, ...]:
     service = policy.service
     name = (service.name or service.id) if service is not None else "the service"
     lines = [f"Citizens who take part in {name} (the data subjects), and the people who "
              "consent for them."]
+    ages = service.citizens if service is not None else None
+    if ages is not None and (ages.min_age is not None or ages.max_age is not None):
+        if ages.max_age is None:
+            lines.append(f"The service is for citizens aged {ages.min_age} or older.")
+        elif ages.min_age is None:
+            lines.append(f"The service is for citizens aged {ages.max_age} or younger.")
+        else:
+            lines.append(f"The service is for citizens aged {ages.min_age} to "
+                         f"{ages.max_age}.")
     for option in grantor_options(policy):
         if option.who == "citizen":
             where = f" ({option.jurisdiction})" if option.jurisdiction else ""
-            lines.append(f"Citizens consent for themselves from age {option.from_age}{where}.")
+            if option.from_age and admits_minors(policy, option.from_age):
+                lines.append(f"Citizens consent for themselves from age {option.from_age}"
+                             f"{where}.")
+            else:
+                lines.append(f"Citizens consent for themselves{where}.")
+        elif option.who == "parent" and (option.until_age is None
+                                         or not admits_minors(policy, option.until_age)):
+            continue
         elif option.who == "parent":
             where = f" ({option.jurisdiction})" if option.jurisdiction else ""
             lines.append(f"Minors (under {option.until_age}{where}) may take part; holders of "

@@ -184,11 +184,39 @@ class Selector(Model):
 _selector_values = itemgetter(*SELECTOR_KEYS)
 
 
+Language = Literal["en", "da", "fi"]
+
+
+class CitizenAges(Model):
+    """The ages of the citizens a service admits (either bound may be omitted)."""
+
+    min_age: Annotated[int, Field(strict=True, ge=0, le=150)] | None = None
+    max_age: Annotated[int, Field(strict=True, ge=0, le=150)] | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CitizenAges:
+        if self.min_age is not None and self.max_age is not None \
+                and self.min_age > self.max_age:
+            raise ValueError("`min_age` must not be greater than `max_age`")
+        return self
+
+    def admits_under(self, age: int) -> bool:
+        """Whether some citizen of the service may be younger than `age`."""
+        return self.min_age is None or self.min_age < age
+
+
 class Service(Model):
     id: Id
     name: Text | None = None
     controller: Id | None = None
     description: Text | None = None
+    language: Language | None = None
+    """The default language of reports and forms (English when omitted)."""
+    contact: Text | None = None
+    """How citizens reach the controller (office, phone, address): consent forms say it."""
+    citizens: CitizenAges | None = None
+    """The ages of the service's citizens; forms and the ROPA mention minors only if the
+    range admits them."""
 
 
 class Jurisdiction(Model):
@@ -221,6 +249,9 @@ class Actor(Model):
 class DataCategory(Model):
     special: Annotated[bool, Field(strict=True)] = False
     description: Text | None = None
+    personal: Annotated[bool, Field(strict=True)] | None = None
+    """`false` marks a category that is not personal data (aggregates): still governed by
+    rules, but not listed as personal data (omitted: personal)."""
 
 
 class Purpose(Model):
@@ -303,6 +334,13 @@ class Policy(Model):
     @property
     def purpose_tree(self) -> Hierarchy:
         return self._purposes
+
+    def is_personal(self, category: str) -> bool:
+        """A category is personal data unless it or an ancestor says `personal: false`."""
+        return not any(
+            (c := self.data_categories.get(a)) is not None and c.personal is False
+            for a in self._categories.ancestors_or_self(category)
+        )
 
     def is_special(self, category: str) -> bool:
         """A category is special when it or an ancestor is marked `special: true`."""

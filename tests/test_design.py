@@ -302,21 +302,21 @@ def test_the_plan_granted_by_an_adult_makes_every_needs_consent_flow_permit(
 
 
 def test_the_plan_text_says_what_to_whom_why_when_and_how_to_withdraw() -> None:
-    from flowguard.reports._common import consent_form_text, plan_items
+    from flowguard.reports.forms import consent_forms, form_paragraphs
 
     report = shipped(AALBORG)
-    items = plan_items(report)
-    cafe = next(i for i in items if i["organization"] == "cafe-solsikke")
-    text = "\n".join(consent_form_text(cafe, report.policy))
+    forms = {f.key: f for f in consent_forms(report, "en")}
+    cafe = next(forms[i.id] for i in report.plan if i.organization == "cafe-solsikke")
+    text = "\n".join(form_paragraphs(cafe))
     assert "Café Solsikken ApS" in text  # to whom
     assert "Presenting the citizen to a private employer" in text  # why
     assert "The placement runs" in text  # at which step
     assert "Phone number, e-mail, address" in text  # what, in plain words
-    assert "withdraw" in text and "flowguard consent withdraw" in text
-    assert "Aalborg Kommune" in text  # whom to tell
-    assert "18 or older" in text and "parental responsibility" in text
-    health = next(i for i in items if i["explicit"])
-    assert "explicit" in "\n".join(consent_form_text(health, report.policy))
+    assert "take back your consent" in text and "flowguard" not in text  # no command line
+    assert "Tell Aalborg Kommune" in text  # whom to tell
+    assert "18 or older" in text and "custody" in text  # the service admits minors
+    health = next(forms[i.id] for i in report.plan if i.explicit)
+    assert "Tick each item" in "\n".join(form_paragraphs(health))
 
 
 # --------------------------------------------------------------------------- design checks
@@ -407,7 +407,7 @@ def test_design_command_on_a_shipped_example() -> None:
     result = ok(invoke("design", AALBORG), 1)  # the design fails on purpose
     out = result.stdout
     assert "FAIL 16 flows" in out
-    assert "Consent plan" in out and "consent-1" in out
+    assert "Consent plan" in out and "Consent to share information with" in out
     for check in CHECKS:
         assert check in out
 

@@ -86,7 +86,7 @@ def test_design_page_renders_in_chromium(browser: Any, example: Path, tmp_path: 
         svg_box = page.locator("svg.swimlane").bounding_box()
         assert svg_box is not None and svg_box["width"] > 500
         assert page.locator("ul.legend li").count() >= 7
-        assert page.locator("#consent-plan article.consent-form").count() == len(report.plan)
+        assert page.locator("#consent-plan section.consent-form").count() == len(report.plan)
         shot = tmp_path / f"{example.parent.name}-design.png"
         page.screenshot(path=str(shot), full_page=True)
         diagram = tmp_path / f"{example.parent.name}-diagram.png"

@@ -240,7 +240,7 @@ def test_markdown_design() -> None:
     for heading in ("## Flows", "## Design checks", "## Consent plan"):
         assert heading in text
     assert "| `f8` |" in text
-    assert "Registry record:" in text
+    assert "For staff, the registry record:" in text
 
 
 # --------------------------------------------------------------------------- determinism

@@ -163,6 +163,19 @@ class PolicyNames:
     def category(self, digest: Any, category: Any) -> str | None:
         return self._field(digest, "data_categories", category, "description")
 
+    def special(self, digest: Any, category: Any) -> bool | None:
+        """Whether a category is special (GDPR Art. 9) in the policy the entry was decided
+        under: it or an ancestor is marked `special: true` (None: the policy is not known)."""
+        declared = self._form(digest).get("data_categories")
+        if not isinstance(declared, dict) or not isinstance(category, str):
+            return None
+        parts = category.split(".")
+        for end in range(1, len(parts) + 1):
+            entry = declared.get(".".join(parts[:end]))
+            if isinstance(entry, dict) and entry.get("special") is True:
+                return True
+        return False
+
     def purpose(self, digest: Any, purpose: Any) -> str | None:
         return self._field(digest, "purposes", purpose, "description")
 
@@ -222,8 +235,9 @@ _EVENTS = {
 }
 
 
-def basis_text(category: Mapping[str, Any]) -> str:
-    """The legal basis of a permitted category, in plain language."""
+def basis_text(category: Mapping[str, Any], *, special: bool | None = None) -> str:
+    """The legal basis of a permitted category, in plain language; the Art. 9 condition only
+    for a special category (`special` False leaves it out)."""
     basis = category.get("basis")
     text = _BASES.get(basis, str(basis)) if isinstance(basis, str) else "not recorded"
     if basis == "consent" and isinstance(category.get("consent"), str):
@@ -231,7 +245,7 @@ def basis_text(category: Mapping[str, Any]) -> str:
     if isinstance(category.get("law"), str):
         text += f", under {category['law']}"
     art9 = category.get("art9")
-    if isinstance(art9, str):
+    if isinstance(art9, str) and special is not False:
         text += f"; sensitive data allowed for {_ART9.get(art9, art9)}"
     if isinstance(category.get("rule"), str):
         text += f" (rule {category['rule']})"
@@ -308,6 +322,10 @@ class AccessReport:
         default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds")
         .replace("+00:00", "Z"))
 
+    def signed(self, index: int) -> bool:
+        """Whether the latest signed checkpoint covers log entry `index`."""
+        return self.checkpoint_size is not None and index < self.checkpoint_size
+
     @property
     def organizations(self) -> list[str]:
         """The organizations that received the citizen's data (names where known)."""
@@ -335,7 +353,8 @@ def _item(index: int, entry: Mapping[str, Any], names: PolicyNames) -> AccessIte
             description=names.category(digest, c.get("category")),
             decision=_str(c.get("decision"), "?"),
             reason=reason_text(c.get("reason")),
-            basis=basis_text(c) if permitted else None,
+            basis=basis_text(c, special=names.special(digest, c.get("category")))
+            if permitted else None,
             rule=c.get("rule") if isinstance(c.get("rule"), str) else None,
             legal_basis=c.get("basis") if isinstance(c.get("basis"), str) else None,
             consent=c.get("consent") if isinstance(c.get("consent"), str) else None,
@@ -386,8 +405,62 @@ def access_report(log: AuditLog, pseudonym: str) -> AccessReport:
             checkpoint_root = _b64encode(body.root_hash)
         except CheckpointError:
             pass
-    return AccessReport(tuple(disclosures), tuple(refusals), tuple(changes), size, origin,
+    return AccessReport(tuple(sorted(disclosures, key=_item_order)),
+                        tuple(sorted(refusals, key=_item_order)),
+                        tuple(sorted(changes, key=_change_order)), size, origin,
                         checkpoint_size, checkpoint_root)
+
+
+_NEVER = datetime.max.replace(tzinfo=UTC)
+
+
+def _item_order(item: AccessItem) -> tuple[datetime, int]:
+    """Oldest first, by when the flow took place (then by log entry)."""
+    return (parse_entry_time(item.at) or parse_entry_time(item.recorded) or _NEVER, item.index)
+
+
+def _change_order(change: ConsentChange) -> tuple[datetime, int]:
+    return (parse_entry_time(change.recorded) or _NEVER, change.index)
+
+
+def _times(count: int) -> str:
+    return "once" if count == 1 else "twice" if count == 2 else f"{count} times"
+
+
+def _entries(count: int) -> str:
+    return "1 entry" if count == 1 else f"{count} entries"
+
+
+def _by_basis(lines: tuple[CategoryLine, ...]) -> list[tuple[list[CategoryLine], str]]:
+    """The categories of a transfer grouped by the basis they were shared on, in order."""
+    groups: dict[str, list[CategoryLine]] = {}
+    for line in lines:
+        groups.setdefault(line.basis or "", []).append(line)
+    return [(members, basis) for basis, members in groups.items()]
+
+
+def _entry_note(report: AccessReport, index: int) -> str:
+    return f"log entry {index}" + ("" if report.signed(index) or report.origin is None
+                                   else ", not yet signed for")
+
+
+def _signature_text(report: AccessReport) -> list[str]:
+    """What the signed checkpoint proves, in the words of `flowguard audit verify`."""
+    if report.origin is None or report.checkpoint_size is None:
+        return ["The log has no signed checkpoint yet: no entry above can be proven to be in "
+                "a signed log yet."]
+    unsigned = report.log_size - report.checkpoint_size
+    lines = [f"The log {report.origin} is signed: its latest checkpoint covers the first "
+             f"{_entries(report.checkpoint_size)} (numbers 0 to "
+             f"{report.checkpoint_size - 1}; root {report.checkpoint_root})."]
+    if unsigned > 0:
+        lines.append(f"{_entries(unsigned).capitalize()} after it "
+                     f"(numbers {report.checkpoint_size} and above) "
+                     f"{'is' if unsigned == 1 else 'are'} not signed for yet; those above are "
+                     "marked \"not yet signed for\". Ask again after the next checkpoint.")
+    lines.append("An entry the checkpoint covers can be proven to be in the signed log: ask "
+                 "for a receipt giving its log entry number.")
+    return lines
 
 
 def _when(value: str) -> str:
@@ -410,7 +483,7 @@ def render_access_text(report: AccessReport) -> str:
     add("")
     if report.disclosures:
         orgs = ", ".join(report.organizations)
-        add(f"Your data was shared {len(report.disclosures)} time(s), with: {orgs}.")
+        add(f"Your data was shared {_times(len(report.disclosures))}, with: {orgs}.")
     else:
         add("The audit log records no transfer of your data.")
     add("")
@@ -425,10 +498,10 @@ def render_access_text(report: AccessReport) -> str:
         add(f"    received data from {_named(item.sender_name, item.sender)}")
         add(f"    for the purpose: {_named(item.purpose_text, item.purpose)}")
         add(f"    during: {_named(item.subprocess_name, item.subprocess)}")
-        for line in item.categories:
-            add(f"    - {_named(line.description, line.category)}: on the basis of "
-                f"{line.basis}")
-        add(f"    (decision {item.decision_id}, log entry {item.index})")
+        for members, basis in _by_basis(item.categories):
+            what = ", ".join(_named(line.description, line.category) for line in members)
+            add(f"    - {what}: on the basis of {basis}")
+        add(f"    (decision {item.decision_id}, {_entry_note(report, item.index)})")
     add("")
     add("REQUESTS THAT WERE REFUSED")
     if not report.refusals:
@@ -442,7 +515,7 @@ def render_access_text(report: AccessReport) -> str:
         for line in item.categories:
             verdict = "would have been permitted" if line.decision == "permit" else line.reason
             add(f"    - {_named(line.description, line.category)}: {verdict}")
-        add(f"    (decision {item.decision_id}, log entry {item.index})")
+        add(f"    (decision {item.decision_id}, {_entry_note(report, item.index)})")
     add("")
     add("CHANGES TO YOUR CONSENT RECORDS")
     if not report.changes:
@@ -451,16 +524,13 @@ def render_access_text(report: AccessReport) -> str:
         record = f" ({change.record})" if change.record else ""
         by = f" by {change.by}" if change.by else ""
         add(f"  On {_when(change.recorded)}: {change.description}{record}{by} "
-            f"(log entry {change.index})")
+            f"({_entry_note(report, change.index)})")
     add("")
     add("ABOUT THIS REPORT")
-    add(f"  Made on {_when(report.generated_at)} from an audit log of {report.log_size} "
-        "entries.")
-    if report.origin is not None:
-        add(f"  The log {report.origin} is signed: its latest checkpoint covers "
-            f"{report.checkpoint_size} entries (root {report.checkpoint_root}).")
-        add("  Any entry above can be proven to be in the signed log: ask for a receipt "
-            "giving its log entry number.")
+    add(f"  Made on {_when(report.generated_at)} from an audit log of "
+        f"{_entries(report.log_size)}.")
+    for sentence in _signature_text(report):
+        add(f"  {sentence}")
     add("  Each entry is a decision taken before a transfer: a permitted transfer may have "
         "taken place.")
     return "\n".join(out) + "\n"
@@ -477,6 +547,7 @@ th{background:#f4f4f4;font-weight:600}.id{color:#666;font-size:.85em}
 .permit{color:#0a6b2d;font-weight:600}.deny{color:#a3161a;font-weight:600}
 .summary{background:#f6f8fa;border-left:4px solid #3b6ea5;padding:.6rem 1rem}
 footer{margin-top:2.5rem;color:#555;font-size:.9em}
+ul.what{margin:0;padding-left:1.1rem}.basis{color:#444;font-size:.92em}
 """
 
 
@@ -502,7 +573,7 @@ def render_access_html(report: AccessReport) -> str:
     add("<h1>Your data: who received it, and why</h1>\n"
         '<p class="sub">Right of access, GDPR Article 15</p>\n')
     if report.disclosures:
-        add(f'<p class="summary">Your data was shared {len(report.disclosures)} time(s), '
+        add(f'<p class="summary">Your data was shared {_times(len(report.disclosures))}, '
             f"with: {_h(', '.join(report.organizations))}.</p>\n")
     else:
         add('<p class="summary">The audit log records no transfer of your data.</p>\n')
@@ -511,17 +582,21 @@ def render_access_html(report: AccessReport) -> str:
         add("<p>Nobody.</p>\n")
     else:
         add("<table>\n<thead><tr><th>When</th><th>Who received it</th><th>From</th>"
-            "<th>What</th><th>Why (purpose and step)</th><th>On what basis</th></tr></thead>"
+            "<th>Why (purpose and step)</th><th>What, and on what basis</th></tr></thead>"
             "\n<tbody>\n")
         for item in report.disclosures:
-            what = "<br>".join(_hn(line.description, line.category) for line in item.categories)
-            basis = "<br>".join(_h(line.basis or "") for line in item.categories)
-            add(f"<tr><td>{_h(_when(item.at))}<br><span class=\"id\">log entry {item.index}"
+            what = "".join(
+                "<li>" + ", ".join(_hn(line.description, line.category) for line in members)
+                + f'<br><span class="basis">on the basis of {_h(basis)}</span></li>'
+                for members, basis in _by_basis(item.categories))
+            add(f"<tr><td>{_h(_when(item.at))}<br><span class=\"id\">"
+                f"{_h(_entry_note(report, item.index))}"
                 f"</span></td><td>{_hn(item.recipient_name, item.recipient)}<br>"
                 f"{_hn(item.organization_name, item.organization)}</td>"
-                f"<td>{_hn(item.sender_name, item.sender)}</td><td>{what}</td>"
+                f"<td>{_hn(item.sender_name, item.sender)}</td>"
                 f"<td>{_hn(item.purpose_text, item.purpose)}<br>during "
-                f"{_hn(item.subprocess_name, item.subprocess)}</td><td>{basis}</td></tr>\n")
+                f"{_hn(item.subprocess_name, item.subprocess)}</td>"
+                f'<td><ul class="what">{what}</ul></td></tr>\n')
         add("</tbody>\n</table>\n")
     add("</section>\n")
     add('<section id="refused">\n<h2>Requests that were refused</h2>\n')
@@ -537,7 +612,8 @@ def render_access_html(report: AccessReport) -> str:
                    if line.decision == "permit" else f'<span class="deny">{_h(line.reason)}'
                                                      "</span>")
                 for line in item.categories)
-            add(f"<tr><td>{_h(_when(item.at))}<br><span class=\"id\">log entry {item.index}"
+            add(f"<tr><td>{_h(_when(item.at))}<br><span class=\"id\">"
+                f"{_h(_entry_note(report, item.index))}"
                 f"</span></td><td>{_hn(item.recipient_name, item.recipient)}<br>"
                 f"{_hn(item.organization_name, item.organization)}</td>"
                 f"<td>{_hn(item.sender_name, item.sender)}</td><td>{what}</td>"
@@ -557,12 +633,9 @@ def render_access_html(report: AccessReport) -> str:
     add("</section>\n")
     add("<footer>\n<h2>About this report</h2>\n")
     add(f"<p>Made on {_h(_when(report.generated_at))} from an audit log of "
-        f"{report.log_size} entries.")
-    if report.origin is not None:
-        add(f" The log <code>{_h(report.origin)}</code> is signed: its latest checkpoint "
-            f"covers {report.checkpoint_size} entries (root <code>"
-            f"{_h(report.checkpoint_root)}</code>). Any entry above can be proven to be in "
-            "the signed log: ask for a receipt giving its log entry number.")
+        f"{_h(_entries(report.log_size))}.")
+    for sentence in _signature_text(report):
+        add(f" {_h(sentence)}")
     add(" Each entry is a decision taken before a transfer: a permitted transfer may have "
         "taken place.</p>\n</footer>\n</main>\n</body>\n</html>\n")
     return "".join(parts)

@@ -2,7 +2,7 @@
 self-contained HTML with an SVG swimlane diagram. Every renderer is deterministic: the same
 report gives byte-identical text."""
 
-from flowguard.reports.html import design_html, ropa_html
+from flowguard.reports.html import consent_forms_html, design_html, ropa_html
 from flowguard.reports.json_report import (
     design_document,
     design_json,
@@ -19,6 +19,7 @@ from flowguard.reports.svg import swimlane_svg
 from flowguard.reports.terminal import print_design, print_diff, print_reach
 
 __all__ = [
+    "consent_forms_html",
     "design_document",
     "design_html",
     "design_json",

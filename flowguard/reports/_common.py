@@ -143,15 +143,19 @@ def grantor_sentences(options: tuple[GrantorOption, ...], special: tuple[str, ..
 
 
 def withdraw_sentence(policy: Policy, organization: str, consent_id: str) -> str:
+    """How a citizen takes a consent back: whom to tell (never a command line)."""
     ctrl = controller(policy)
     who = f"{organization_name(policy, ctrl)}" if ctrl else "the organisation that asked you"
-    also = "" if ctrl == organization else f" or {organization_name(policy, organization)}"
+    org = policy.organizations.get(organization)
+    also = f" or {organization_name(policy, organization)}" \
+        if ctrl != organization and (not ctrl or (org is not None and org.records_consents)) \
+        else ""
+    service = policy.service
+    contact = f" ({service.contact})" if service is not None and service.contact else ""
     return (f"You can withdraw this consent at any time, free of charge and without giving a "
-            f"reason, by telling {who}{also}. From then on the information is no longer "
-            "shared for this purpose; sharing that already happened stays lawful (GDPR "
-            "Art. 7(3)). Staff record the withdrawal in the consent registry "
-            f"(`flowguard consent withdraw <id of your consent>`, form item {consent_id}), "
-            "and every partner's next check refuses to share.")
+            f"reason, by telling {who}{contact}{also}. From then on the information is no "
+            "longer shared for this purpose; sharing that already happened stays lawful (GDPR "
+            "Art. 7(3)).")
 
 
 def plan_items(report: DesignReport) -> list[dict[str, Any]]:

@@ -185,6 +185,7 @@ def ropa_document(record: Ropa) -> dict[str, Any]:
             "legal_bases": [{"basis": b, "law": law, "art9": art9, "rules": list(rules)}
                             for b, law, art9, rules in a.bases],
             "data_categories": list(a.categories), "special_categories": list(a.special),
+            "other_data": list(a.other_data), "within_controller": list(a.within_controller),
             "recipients": [{"organization": r.organization,
                             "name": _org_field(policy, r.organization, "name"),
                             "kind": _org_field(policy, r.organization, "kind"),

@@ -11,7 +11,6 @@ from flowguard.reports._common import (
     LABEL,
     SYMBOL,
     category_text,
-    consent_form_text,
     flow_lines,
     grantors_line,
     organization_name,
@@ -19,6 +18,7 @@ from flowguard.reports._common import (
     purpose_text,
     service_title,
 )
+from flowguard.reports.forms import consent_forms, form_paragraphs
 
 
 def cell(text: str) -> str:
@@ -32,7 +32,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
-def design_markdown(report: DesignReport) -> str:
+def design_markdown(report: DesignReport, language: str | None = None) -> str:
     policy = report.policy
     header = report.design.design
     title = header.name or header.service or "flow design"
@@ -63,14 +63,16 @@ def design_markdown(report: DesignReport) -> str:
         where = f" (line {finding.position[0]})" if finding.position[0] else ""
         lines.append(f"- ⚠ **{finding.check}**{where}: {finding.message}")
     lines += ["", "## Consent plan", ""]
-    items = plan_items(report)
-    if not items:
+    items = {item["id"]: item for item in plan_items(report)}
+    forms = consent_forms(report, language)
+    if not forms:
         lines.append("The design needs no consent.")
-    for item in items:
-        text = consent_form_text(item, policy)
+    for form in forms:
+        text = form_paragraphs(form)
         lines += [f"### {text[0]}", ""]
-        lines += [f"{line}" for line in text[1:]]
-        lines += ["", "Registry record: `" + _record(item["record"]) + "`", ""]
+        lines += [f"{line}  " for line in text[1:]]
+        lines += ["", "For staff, the registry record: `"
+                  + _record(items[form.key]["record"]) + "`", ""]
     lines += ["## Checks run", ""]
     lines += [f"- `{k}`: {v}" for k, v in CHECKS.items()]
     return "\n".join(lines).rstrip() + "\n"
@@ -137,16 +139,26 @@ def ropa_markdown(record: Ropa) -> str:
             bases.append(f"{text} (rules {', '.join(f'`{r}`' for r in rules)})")
         lines.append("- Legal bases: " + "; ".join(bases))
         lines.append("- Categories of personal data: "
-                     + ", ".join(f"`{c}`" for c in a.categories))
+                     + (", ".join(f"`{c}`" for c in a.categories) or "none"))
+        if a.other_data:
+            lines.append("- Other data, not personal data (aggregates): "
+                         + ", ".join(f"`{c}`" for c in a.other_data))
         if a.special:
             lines.append("- Special categories (Art. 9): " + ", ".join(f"`{c}`" for c in a.special))
         lines.append("- Sub-processes: " + ", ".join(f"`{s}`" for s in a.subprocesses))
-        lines += ["- Recipients:", ""]
+        if a.within_controller and ctrl:
+            lines.append(f"- Used inside {organization_name(policy, ctrl)} (processing by the "
+                         "controller, not a disclosure): "
+                         + ", ".join(f"`{c}`" for c in a.within_controller))
+        if not a.recipients:
+            lines.append("- Recipients: none outside the controller")
+        else:
+            lines += ["- Recipients:", ""]
         lines += ["  " + x for x in _table(
             ["recipient", "categories", "basis"],
             [[f"{organization_name(policy, r.organization)} (`{r.organization}`)",
               ", ".join(f"`{c}`" for c in r.categories), "; ".join(r.bases)]
-             for r in a.recipients])]
+             for r in a.recipients])] if a.recipients else []
         lines.append("")
         if a.obligations:
             lines.append("- Conditions on recipients (incl. erasure): " + "; ".join(a.obligations))
@@ -174,8 +186,9 @@ def ropa_markdown(record: Ropa) -> str:
               "*To complete*. Each disclosure is to be checked against this policy "
               f"(`{policy.digest}`) before data is shared.", ""]
     lines += ["## Data categories", ""]
-    lines += _table(["category", "description", "special"],
+    lines += _table(["category", "description", "special", "personal data"],
                     [[f"`{c}`", category_text(policy, c),
-                      "yes" if policy.is_special(c) else ""]
+                      "yes" if policy.is_special(c) else "",
+                      "yes" if policy.is_personal(c) else "no (aggregate)"]
                      for c in sorted(policy.data_categories)])
     return "\n".join(lines).rstrip() + "\n"

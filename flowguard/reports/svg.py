@@ -123,7 +123,7 @@ def swimlane_svg(report: DesignReport) -> str:
     lane_of = {lane.key: lane for lane in lanes}
     out: list[str] = []
     add = out.append
-    add(f'<svg xmlns="http://www.w3.org/2000/svg" class="swimlane" role="img" '
+    add(f'<svg xmlns="http://www.w3.org/2000/svg" class="swimlane" role="group" '
         f'width="{width:.0f}" height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" '
         'aria-labelledby="swimlane-title swimlane-desc">')
     add('<title id="swimlane-title">Service map of the design: who sends what to whom, '

@@ -23,12 +23,11 @@ from flowguard.reports._common import (
     LABEL,
     RICH_STYLE,
     SYMBOL,
-    consent_form_text,
     flow_lines,
     grantors_line,
-    plan_items,
     service_title,
 )
+from flowguard.reports.forms import consent_forms, form_paragraphs
 
 
 def escape(text: str) -> str:
@@ -41,7 +40,8 @@ def _outcome(outcome: str) -> str:
     return f"[{RICH_STYLE[outcome]}]{SYMBOL[outcome]} {LABEL[outcome]}[/]"
 
 
-def print_design(report: DesignReport, console: Console, *, verbose: bool = False) -> None:
+def print_design(report: DesignReport, console: Console, *, verbose: bool = False,
+                 language: str | None = None) -> None:
     policy = report.policy
     header = report.design.design
     name = header.name or header.service or "flow design"
@@ -72,11 +72,11 @@ def print_design(report: DesignReport, console: Console, *, verbose: bool = Fals
             findings.add_row(f"[yellow]⚠ {escape(x.check)}[/]", escape(x.flow or ""),
                              str(x.position[0] or ""), escape(x.message))
         console.print(findings)
-    items = plan_items(report)
-    if items:
-        console.print(f"[bold]Consent plan[/]: {len(items)} consent(s) to ask each citizen for")
-        for item in items:
-            lines = consent_form_text(item, policy)
+    forms = consent_forms(report, language)
+    if forms:
+        console.print(f"[bold]Consent plan[/]: {len(forms)} consent(s) to ask each citizen for")
+        for form in forms:
+            lines = form_paragraphs(form)
             console.print(f"\n[bold]{escape(lines[0])}[/]")
             for line in lines[1:]:
                 console.print("  " + escape(line))
