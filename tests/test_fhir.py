@@ -58,6 +58,21 @@ def _official(name: str) -> dict[str, Any]:
     return data
 
 
+ACCESS = {"system": "http://terminology.hl7.org/CodeSystem/consentaction", "code": "access"}
+DISCLOSE = {"system": "http://terminology.hl7.org/CodeSystem/consentaction",
+            "code": "disclose"}
+
+
+def _disclosing(value: Any) -> Any:
+    """`value` with every `access` action made `disclose` (flowguard imports a permit only
+    for disclosure: a permit to access alone is narrower and refused)."""
+    if isinstance(value, dict):
+        return DISCLOSE if value == ACCESS else {k: _disclosing(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_disclosing(v) for v in value]
+    return value
+
+
 def _refused(resource: Any, mapping: FhirMapping, policy: Policy | None = None
              ) -> RegistryError:
     with pytest.raises(RegistryError) as info:
@@ -116,8 +131,8 @@ OFFICIAL = {
         ("missing", "Consent.provision.provision[0].type"),   # nested provisions untyped
     "r4/Consent-consent-example-signature.json":   # CDA documents by one author
         ("unsupported-actor-role", "Consent.provision.provision[0].actor[0].role"),
-    "r4/Consent-consent-example-smartonfhir.json":  # an app token: no recipient named
-        ("no-recipient", "Consent.provision.provision[0]"),
+    "r4/Consent-consent-example-smartonfhir.json":  # an app token to read (`access`) data
+        ("action-not-disclose", "Consent.provision.provision[0].action"),
     # R5: decision is the base, each provision level an exception to its parent.
     "r5/Consent-consent-example-basic.json":       # deny base, permit for a period: to whom?
         ("no-recipient", "Consent.provision[0]"),
@@ -279,7 +294,9 @@ def test_r5_grantor_is_a_deny_base_with_a_permit_exception(mapping: FhirMapping,
     assert "base-deny" not in _codes(error)
     assert "records a refusal" not in str(error)
     del resource["provision"][0]["actor"][0]                 # the custodian (CST)
-    result = consent_from_fhir(resource, mapping, policy)
+    # "read-only access" allows Dr. Heps to look at the data, not to have it disclosed
+    assert _codes(_refused(resource, mapping, policy)) == {"action-not-disclose"}
+    result = consent_from_fhir(_disclosing(resource), mapping, policy)
     (consent,) = result.consents
     assert consent.recipients == (Selector(actor=("job-consultant",)),)
     assert (consent.subject, consent.given_by) == ("citizen-0318", "person-bente")
@@ -313,6 +330,10 @@ def test_r4_untyped_root_is_refused_not_guessed(mapping: FhirMapping, policy: Po
     """R4 notThem (opt-in, untyped root naming a nurse, narrative: withhold) used to import
     as a permit for the nurse; an explicit `type` decides."""
     resource = _official("r4/Consent-consent-example-notThem.json")
+    # (its action is `access` only, which is refused too: see test_permit_to_access...)
+    assert _codes(_refused(resource, mapping, policy)) == {"untyped-root",
+                                                           "action-not-disclose"}
+    resource = _disclosing(resource)
     assert _codes(_refused(resource, mapping, policy)) == {"untyped-root"}
     resource["provision"]["type"] = "deny"
     assert _codes(_refused(resource, mapping, policy)) == {"permit-except"}
@@ -424,8 +445,9 @@ def _shipped(consent_id: str) -> Consent:
 
 
 def _smart_r4_with_recipient() -> dict[str, Any]:
-    """The official R4 SMART on FHIR example with the one thing it lacks: a recipient."""
-    resource = _official("r4/Consent-consent-example-smartonfhir.json")
+    """The official R4 SMART on FHIR example with what it lacks: a recipient, and
+    disclosure (it permits `access` only)."""
+    resource = _disclosing(_official("r4/Consent-consent-example-smartonfhir.json"))
     resource["provision"]["actor"] = [{
         "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/"
                              "v3-ParticipationType", "code": "PRCP"}]},
@@ -653,7 +675,7 @@ def test_permit_nested_in_deny_is_permitted_again(mapping: FhirMapping, policy: 
 
 
 def test_r4_nested_deny_narrows(mapping: FhirMapping, policy: Policy) -> None:
-    resource = _official("r4/Consent-consent-example-notThem.json")
+    resource = _disclosing(_official("r4/Consent-consent-example-notThem.json"))
     resource["provision"]["type"] = "permit"
     resource["provision"]["code"] = [_code("health")]
     resource["provision"]["provision"] = [{"type": "deny", "class": [

@@ -25,17 +25,20 @@ from flowguard.fhir._common import (
     ID,
     PARTICIPATION,
     Path_,
+    render,
 )
 from flowguard.fhir._json import JsonReader
 from flowguard.fhir._scope import (
     Box,
     Inexact,
     Node,
+    TooComplex,
     ancestor_or_self,
     covers,
     disjoint,
     hier_intersect,
     intersect,
+    normalize,
     selectors_intersect,
     strict_ancestor,
     unique,
@@ -46,8 +49,9 @@ from flowguard.model import SELECTOR_KEYS, Policy, Selector
 RECIPIENT_ROLES = frozenset({f"{PARTICIPATION}|PRCP", f"{PARTICIPATION}|IRCP"})
 KNOWN_ACTIONS = frozenset(f"{CONSENT_ACTION}|{c}"
                           for c in ("access", "collect", "correct", "disclose", "use"))
-PERMIT_ACTIONS = frozenset(f"{CONSENT_ACTION}|{c}" for c in ("access", "collect", "disclose"))
-DENY_ACTIONS = PERMIT_ACTIONS | {f"{CONSENT_ACTION}|use"}
+DISCLOSE = f"{CONSENT_ACTION}|disclose"
+NARROWER_ACTIONS = frozenset(f"{CONSENT_ACTION}|{c}" for c in ("access", "collect"))
+DENY_ACTIONS = NARROWER_ACTIONS | {DISCLOSE, f"{CONSENT_ACTION}|use"}
 POLICY_RULES = {f"{ACT_CODE}|OPTIN": True, f"{ACT_CODE}|OPTINR": True,
                 f"{ACT_CODE}|OPTOUT": False, f"{ACT_CODE}|OPTOUTE": False}
 PROVISION_KEYS = {
@@ -60,6 +64,9 @@ PROVISION_KEYS = {
 }
 DATA_ELEMENTS = ("class", "resourceType", "documentType", "code", "securityLabel", "data")
 REFUSED = ("refused rather than imported wider")
+# Limits on one resource (never imported wider: above them the resource is refused)
+MAX_REGIONS = 1_000         # separate regions while working out what the provisions permit
+MAX_WORK = 400_000          # region operations (intersections, subtractions)
 
 
 def selector_text(selector: Selector) -> str:
@@ -91,6 +98,20 @@ class ProvisionReader(JsonReader):
         self.policy = policy
         self.vocab = PolicyVocabulary.of(policy) if policy is not None else None
         self.version: Literal["R4", "R5"] = "R5"
+        self.dropped: list[tuple[Path_, str]] = []   # why a permit ended up granting nothing
+        self.work = 0
+
+    def drop(self, path: Path_, why: str) -> None:
+        if (path, why) not in self.dropped:
+            self.dropped.append((path, why))
+
+    def _spend(self, amount: int) -> None:
+        self.work += amount
+        if self.work > MAX_WORK:
+            raise TooComplex(self.work)
+
+    def _normal(self, boxes: list[Box]) -> list[Box]:
+        return normalize(boxes, MAX_REGIONS, self._spend)
 
     # ----------------------------------------------------------------- policy checks
 
@@ -127,7 +148,16 @@ class ProvisionReader(JsonReader):
 
     def scopes(self, res: dict[str, Any]) -> list[Box]:
         """The regions the resource permits (errors recorded for what cannot be exact)."""
-        return self._r5_scopes(res) if self.version == "R5" else self._r4_scopes(res)
+        try:
+            return self._normal(self._r5_scopes(res) if self.version == "R5"
+                                else self._r4_scopes(res))
+        except TooComplex:
+            self.error(("provision",), "its provisions are too intricate to work out exactly "
+                       f"within flowguard's limits (at most {MAX_REGIONS:,} separate regions "
+                       f"and {MAX_WORK:,} steps per resource); {REFUSED}. Split the resource "
+                       "into several Consent resources, or merge provisions that overlap",
+                       "too-complex")
+            return []
 
     def _r5_scopes(self, res: dict[str, Any]) -> list[Box]:
         decision = res.get("decision")
@@ -364,26 +394,36 @@ class ProvisionReader(JsonReader):
         return None
 
     def _actions(self, value: Any, path: Path_, permit: bool) -> bool:
-        """Whether the provision is inert for flowguard: a permit grants receiving data only
-        through access, collect or disclose; a deny blocks it through those and use."""
+        """Whether the provision is inert for flowguard. A flowguard consent permits data
+        to be disclosed to its recipients: a permit counts only with `disclose`, and one
+        that allows only `access` or `collect` is narrower than that and refused. A deny
+        blocks receiving data through access, collect, disclose and use."""
         relevant = False
+        narrower: list[Path_] = []
         for i, concept in enumerate(self.array_at(value, (*path, "action"))):
             apath: Path_ = (*path, "action", i)
-            keys = self.codings(concept, apath, True)
-            wanted = PERMIT_ACTIONS if permit else DENY_ACTIONS
-            if set(keys) & wanted:
+            keys = set(self.codings(concept, apath, True))
+            if (DISCLOSE in keys) if permit else bool(keys & DENY_ACTIONS):
                 relevant = True
-            elif not permit and not set(keys) & KNOWN_ACTIONS:
+            elif permit and keys & NARROWER_ACTIONS:
+                narrower.append(apath)
+            elif not permit and not keys & KNOWN_ACTIONS:
                 self.error(apath, "an unknown action in a deny may block disclosure; the deny "
                            "cannot be represented", "unsupported")
             elif permit:
                 self.warn(apath, "this action is not represented: a flowguard consent "
-                          "permits receiving data only", "action")
+                          "permits disclosing data only", "action")
+        if permit and not relevant and narrower:
+            self.error((*path, "action"), "this permit allows only `access` or `collect`, not "
+                       "`disclose`: the recipients may look at or gather the data, but it may "
+                       "not be disclosed to them. A flowguard consent permits disclosure, "
+                       f"which is broader, so the resource is {REFUSED}. If the person agreed "
+                       "to disclosure, add the action `disclose`", "action-not-disclose")
+            return True
         if not relevant:
             self.warn((*path, "action"), "names no action that " + (
-                "grants receiving data (access, collect, disclose): the provision grants "
-                "nothing here" if permit else "blocks receiving data: the deny changes "
-                "nothing here"), "action")
+                "discloses data (`disclose`): the provision grants nothing here" if permit
+                else "blocks receiving data: the deny changes nothing here"), "action")
         return not relevant
 
     def _data(self, obj: dict[str, Any], path: Path_, permit: bool) -> tuple[str, ...] | None:
@@ -489,52 +529,106 @@ class ProvisionReader(JsonReader):
         children grant, which narrow it), minus its deny children, plus what their own
         exceptions permit again."""
         region = intersect(ctx, node.cond)
-        if node.inert or region.empty():
+        if node.inert:
+            self.drop(node.path, "this provision permits no disclosure of data (see its "
+                      "`action`)")
+            return []
+        if region.empty():
+            self.drop(node.path, "this provision grants nothing: "
+                      + self._why_empty(node.cond, region))
             return []
         same = [c for c in node.children if c.permit]
         out = self._union(same, region) if same else [self._complete(region, node.path)]
         denies = [(d, intersect(region, d.cond)) for d in node.children
                   if not d.permit and not d.inert]
         denies = [(d, cut) for d, cut in denies if not cut.empty()]
+        granted = bool(out)
         for d, cut in denies:
             out = self._subtract_all(out, cut, d.path)
+        if granted and not out:
+            self.drop(node.path, "its exceptions (" + ", ".join(
+                render(d.path) for d, _ in denies) + ") withhold everything this provision "
+                "permits")
         again = [(d, cut, self._union([g for g in d.children if g.permit], cut))
                  for d, cut in denies]
         for i, (_, _, mine) in enumerate(again):
+            if not mine:          # (a deny with no permit inside still vetoes the others)
+                continue
             for j, (d2, cut2, theirs) in enumerate(again):
                 if j != i:
                     mine = self._agree(mine, cut2, theirs, d2.path)
             out += mine
-        return [b for b in out if not b.empty()]
+        return self._normal(out)
+
+    def _why_empty(self, cond: Box, region: Box) -> str:
+        """Why a provision's region is empty, in plain words."""
+        own = {"recipients": "none of its recipients (`actor`) is in the map (`recipients`)",
+               "data": "none of its data codes is in the map (`data`)",
+               "purposes": "none of its purposes is in the map (`purposes`)"}
+        for dim, text in own.items():
+            if getattr(cond, dim) == ():
+                return text
+        if cond.start is not None and cond.end is not None and cond.start >= cond.end:
+            return "its `period` ends before it starts"
+        for dim in ("recipients", "data", "purposes"):
+            if getattr(region, dim) == ():
+                return (f"its {dim} and those of what it is an exception to (the enclosing "
+                        "provision, or the resource's `grantee`) have nothing in common")
+        return ("its `period` does not overlap the period of what it is an exception to "
+                "(the enclosing provision, or the resource's `period`)")
 
     def _union(self, permits: list[Node], ctx: Box) -> list[Box]:
         """What sibling permits grant together. FHIR gives siblings no precedence, so where
         several apply, each of them must permit (the reading that is never wider)."""
         grants = [(p, intersect(ctx, p.cond), self._permitted(p, ctx)) for p in permits
                   if not p.inert]
+        for p in permits:
+            if p.inert:
+                self.drop(p.path, "this provision permits no disclosure of data (see its `action`)")
         out: list[Box] = []
-        for i, (_, _, mine) in enumerate(grants):
+        for i, (me, _, mine) in enumerate(grants):
+            vetoed: list[Path_] = []
             for j, (other, region, theirs) in enumerate(grants):
-                if j != i:
-                    mine = self._agree(mine, region, theirs, other.path)
+                if j == i or theirs == [region]:       # grants all of its region: no veto
+                    continue
+                before = mine
+                mine = self._agree(mine, region, theirs, other.path)
+                if before and not mine:
+                    vetoed.append(other.path)
+            if vetoed:
+                self.drop(me.path, "this provision grants nothing: where it applies, its sibling "
+                          "provision(s) " + ", ".join(
+                    render(v) for v in vetoed) + " do not permit the same (FHIR gives "
+                    "siblings no precedence, so flowguard permits only what all that apply "
+                    "permit)")
             out += mine
-        return out
+        return self._normal(out)
 
     def _agree(self, boxes: list[Box], region: Box, granted: list[Box],
                path: Path_) -> list[Box]:
         """`boxes` where, inside `region`, `granted` grants them too."""
-        inside = [x for a in boxes for b in granted if not (x := intersect(a, b)).empty()]
-        return self._subtract_all(boxes, region, path) + inside
+        if not boxes:
+            return boxes
+        out: list[Box] = []
+        for a in boxes:
+            if intersect(a, region).empty():
+                out.append(a)
+                continue
+            self._spend(1 + len(granted))
+            out += self._subtract_all([a], region, path)
+            out += [x for b in granted if not (x := intersect(a, b)).empty()]
+        return self._normal(out)
 
     def _subtract_all(self, boxes: list[Box], cut: Box, path: Path_) -> list[Box]:
         out: list[Box] = []
+        self._spend(len(boxes))
         for box in boxes:
             try:
                 out += self._subtract(box, cut)
             except Inexact as exc:
                 self.error(path, f"this deny cannot be represented exactly: {exc}",
                            "inexact-deny")
-        return out
+        return self._normal(out)
 
     def _subtract(self, a: Box, b: Box) -> list[Box]:
         """`a` minus `b`, exactly; `a` is complete (no unrestricted dimension but time)."""

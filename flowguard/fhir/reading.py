@@ -29,8 +29,8 @@ from flowguard.fhir._common import (
     one_document,
 )
 from flowguard.fhir._json import DATE, DATETIME
-from flowguard.fhir._provisions import ProvisionReader
-from flowguard.fhir._scope import Box
+from flowguard.fhir._provisions import REFUSED, ProvisionReader
+from flowguard.fhir._scope import Box, TooComplex, normalize
 from flowguard.fhir.mapping import FhirMapping
 from flowguard.model import Consent, Evidence, IdList, Policy
 
@@ -46,6 +46,7 @@ _R5_ONLY = frozenset({"subject", "date", "period", "grantor", "grantee", "manage
 # elements of an STU3 (3.0) Consent that R4 and R5 no longer have
 _STU3_ONLY = frozenset({"consentingParty", "actor", "action", "securityLabel", "purpose",
                         "dataPeriod", "data", "except", "sourceIdentifier"})
+MAX_CONSENTS = 100       # flowguard consents one FHIR Consent may become
 _INFORMATIONAL = frozenset({"meta", "language", "text", "contained", "category",
                             "sourceAttachment", "sourceReference", "verification",
                             "organization", "policy", "manager", "controller",
@@ -112,16 +113,9 @@ class _Importer(ProvisionReader):
         boxes = self.scopes(res)
         if self.errors or given_at is None or base_id is None:
             return []
-        final: list[Box] = []
-        for box in boxes:
-            start = given_at if box.start is None else max(given_at, box.start)
-            if box.end is not None and start >= box.end:
-                continue
-            final.append(replace(box, start=start))
+        final = self._from_given(boxes, given_at, "dateTime" if self.version == "R4"
+                                 else "date")
         if not final:
-            self.error((), "nothing in this consent can be represented as a flowguard consent "
-                       "(it permits no mapped recipient, data and purpose at any time after "
-                       "it was given)", "empty")
             return []
         common = {"subject": self.subject_id, "given_by": given_by,
                   "subprocesses": ext["subprocesses"], "explicit": ext["explicit"],
@@ -138,6 +132,35 @@ class _Importer(ProvisionReader):
                     where = ".".join(str(p) for p in err["loc"])
                     self.error((), f"cannot build consent #{n}: {where}: {err['msg']}")
         return consents
+
+    def _from_given(self, boxes: list[Box], given_at: datetime, key: str) -> list[Box]:
+        """The regions from the moment the consent was given, at most `MAX_CONSENTS`; an
+        error (saying which element left nothing, and why) when none is left."""
+        final: list[Box] = []
+        ended: list[datetime] = []
+        for box in boxes:
+            start = given_at if box.start is None else max(given_at, box.start)
+            if box.end is not None and start >= box.end:
+                ended.append(box.end)
+                continue
+            final.append(replace(box, start=start))
+        if ended and not final:
+            self.drop((key,), f"the consent was given at {given_at.isoformat()}, and "
+                      f"everything it permits had ended by then (at the latest "
+                      f"{max(ended).isoformat()})")
+        try:
+            final = normalize(final, MAX_CONSENTS)
+        except TooComplex as exc:
+            self.error(("provision",), f"this resource would become {exc.args[0]} flowguard "
+                       f"consents, more than the {MAX_CONSENTS} one resource may become; it "
+                       f"is {REFUSED}. Split it into several Consent resources",
+                       "too-many-consents")
+            return []
+        if not final:
+            for path, why in self.dropped or [((), "it permits no mapped recipient, "
+                                                   "data and purpose")]:
+                self.error(path, f"nothing in this consent can be imported: {why}", "empty")
+        return final
 
     def _elements(self, res: dict[str, Any]) -> None:
         known = _COMMON | (_R4_ONLY if self.version == "R4" else _R5_ONLY)
