@@ -99,15 +99,16 @@ def consents_from_fhir_path(path: str | Path, mapping: FhirMapping,
             known = consents.get(consent.id)
             if known is None:
                 consents[consent.id] = (consent, entry)
-            elif known[0] == consent:
-                notes.append(_at(entry, f"becomes consent `{consent.id}` exactly as "
-                                 f"{_where(known[1], entry)} does; imported once", "duplicate-entry",
-                                 "warning"))
+                continue
+            other = _where(known[1], entry)
+            if known[0] == consent:
+                notes.append(_at(entry, f"becomes consent `{consent.id}` exactly as {other} "
+                                 "does; imported once", "duplicate-entry", "warning"))
             else:
                 errors.append(_at(entry, f"becomes consent `{consent.id}`, and so does "
-                                  f"{_where(known[1], entry)}, with different content: a consent id "
-                                  "names one consent. Keep one of the two resources (or give "
-                                  "them different `id`s)", "duplicate-id"))
+                                  f"{other}, with different content: a consent id names one "
+                                  "consent. Keep one of the two resources (or give them "
+                                  "different `id`s)", "duplicate-id"))
     if errors:
         raise RegistryError(errors)
     return FhirImport(tuple(k for k, _ in consents.values()), tuple(notes))
