@@ -150,10 +150,10 @@ class FhirMapping(Model):
         if self._origin is not None:
             file = self._origin.file
             lines = sorted(n for k in keys if (n := self._origin.lines.get((section, k))))
-        where = f" (lines {', '.join(map(str, lines))})" if len(lines) > 1 else ""
+        where = f" (they are on lines {', '.join(map(str, lines))})" if len(lines) > 1 else ""
         raise RegistryError([Diagnostic(
-            f"the FHIR map has {len(keys)} `{section}` keys for {what}{where}: list the one "
-            "to export under `export`", file, lines[0] if lines else None,
+            f"the FHIR map has {len(keys)} `{section}` keys for {what}: list the one to "
+            f"export under `export`{where}", file, lines[0] if lines else None,
             code="ambiguous-export")])
 
 
