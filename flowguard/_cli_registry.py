@@ -273,35 +273,12 @@ def _warn_import(store: RegistryStore, records: InMemoryRegistry, strict: bool,
 def _read_import(file: str, policy: Policy | None, fhir_map: str | None) -> InMemoryRegistry:
     if fhir_map is None:
         return load_registry(file, policy)
-    from flowguard.fhir import consent_from_fhir, load_fhir_mapping
+    from flowguard.fhir import consents_from_fhir_path, load_fhir_mapping
 
-    mapping = load_fhir_mapping(fhir_map)
-    consents: list[Consent] = []
-    for source, resource in _fhir_resources(Path(file)):
-        result = consent_from_fhir(resource, mapping, policy, source=source)
-        for diagnostic in result.unmapped:
-            out.print(diagnostic.render(), markup=False)
-        consents.extend(result.consents)
-    return InMemoryRegistry({}, (), consents)
-
-
-def _fhir_resources(path: Path) -> Iterator[tuple[str, Any]]:
-    """The Consent resources of a JSON file or of every JSON file in a folder; a Bundle
-    yields its entries."""
-    files = sorted(path.glob("*.json")) if path.is_dir() else [path]
-    for file in files:
-        try:
-            docs = load_documents(file)
-        except SourceError as exc:
-            raise RegistryError([exc.diagnostic]) from None
-        for doc in docs:
-            data = doc.data
-            if isinstance(data, dict) and data.get("resourceType") == "Bundle":
-                for index, entry in enumerate(data.get("entry") or ()):
-                    resource = entry.get("resource") if isinstance(entry, dict) else None
-                    yield f"{file}#entry[{index}]", resource
-            else:
-                yield str(file), data
+    result = consents_from_fhir_path(file, load_fhir_mapping(fhir_map), policy)
+    for diagnostic in result.unmapped:
+        out.print(safe(diagnostic.render()), markup=False)
+    return InMemoryRegistry({}, (), result.consents)
 
 
 def fhir_export_options(command: Callable[..., None]) -> Callable[..., None]:

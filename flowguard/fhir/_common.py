@@ -43,9 +43,10 @@ ID: TypeAdapter[str] = TypeAdapter(Id)
 FHIR_ID_CHARS = re.compile(r"[^A-Za-z0-9\-.]")
 
 
-def render(path: Path_) -> str:
-    """A JSON path as `Consent.provision[0].actor[1]`."""
-    text = "Consent"
+def render(path: Path_, root: str = "Consent") -> str:
+    """A JSON path as `Consent.provision[0].actor[1]` (`root` names where it starts, e.g.
+    `Bundle.entry[3].resource`)."""
+    text = root
     for step in path:
         text += f"[{step}]" if isinstance(step, int) else f".{step}"
     return text

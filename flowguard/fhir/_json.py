@@ -22,9 +22,10 @@ DATETIME = re.compile(
 class JsonReader:
     """Collects errors and warnings about one resource."""
 
-    def __init__(self, source: str, doc: Document | None) -> None:
+    def __init__(self, source: str, doc: Document | None, root: str = "Consent") -> None:
         self.source = source
         self.doc = doc
+        self.root = root          # how messages name the resource (`render`)
         self.errors: list[Diagnostic] = []
         self.warnings: list[Diagnostic] = []
 
@@ -32,11 +33,14 @@ class JsonReader:
 
     def _diag(self, path: Path_, message: str, code: str,
               severity: Literal["error", "warning"]) -> Diagnostic:
-        text = f"{render(path)}: {message}"
+        text = f"{self.render(path)}: {message}"
         line = column = None
         if self.doc is not None:
             line, column = self.doc.position(path)
         return Diagnostic(text, self.source, line, column, severity=severity, code=code)
+
+    def render(self, path: Path_) -> str:
+        return render(path, self.root)
 
     def error(self, path: Path_, message: str, code: str = "invalid") -> None:
         self.errors.append(self._diag(path, message, code, "error"))

@@ -25,7 +25,6 @@ from flowguard.fhir._common import (
     ID,
     PARTICIPATION,
     Path_,
-    render,
 )
 from flowguard.fhir._json import JsonReader
 from flowguard.fhir._scope import (
@@ -92,8 +91,8 @@ def describe(box: Box) -> str:
 
 class ProvisionReader(JsonReader):
     def __init__(self, mapping: FhirMapping, policy: Policy | None, source: str,
-                 doc: Document | None) -> None:
-        super().__init__(source, doc)
+                 doc: Document | None, root: str = "Consent") -> None:
+        super().__init__(source, doc, root)
         self.map = mapping
         self.policy = policy
         self.vocab = PolicyVocabulary.of(policy) if policy is not None else None
@@ -547,7 +546,7 @@ class ProvisionReader(JsonReader):
             out = self._subtract_all(out, cut, d.path)
         if granted and not out:
             self.drop(node.path, "its exceptions (" + ", ".join(
-                render(d.path) for d, _ in denies) + ") withhold everything this provision "
+                self.render(d.path) for d, _ in denies) + ") withhold everything this provision "
                 "permits")
         again = [(d, cut, self._union([g for g in d.children if g.permit], cut))
                  for d, cut in denies]
@@ -598,7 +597,7 @@ class ProvisionReader(JsonReader):
             if vetoed:
                 self.drop(me.path, "this provision grants nothing: where it applies, its sibling "
                           "provision(s) " + ", ".join(
-                    render(v) for v in vetoed) + " do not permit the same (FHIR gives "
+                    self.render(v) for v in vetoed) + " do not permit the same (FHIR gives "
                     "siblings no precedence, so flowguard permits only what all that apply "
                     "permit)")
             out += mine

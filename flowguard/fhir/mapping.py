@@ -5,10 +5,18 @@ See the README section "FHIR Consent" for the file format."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, StrictBool, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from flowguard._loading import Collector, did_you_mean
 from flowguard._source import Document
@@ -27,6 +35,14 @@ SECTIONS = ("subjects", "persons", "recipients", "data", "purposes")
 PRIVATE_SECTIONS = ("subjects", "persons", "recipients")
 
 
+@dataclass(frozen=True)
+class _Origin:
+    """Where a map was read from: its file, and the line of each `(section, key)`."""
+
+    file: str
+    lines: dict[tuple[str, str], int]
+
+
 class FhirMapping(Model):
     """How FHIR references and codes map to flowguard ids (README: "FHIR Consent")."""
 
@@ -42,6 +58,7 @@ class FhirMapping(Model):
     default_data: IdList | None = None
     default_purposes: IdList | None = None
     default_grantor: Literal["subject"] | None = None
+    _origin: _Origin | None = PrivateAttr(default=None)
 
     @field_validator("subjects", "persons", "recipients", mode="after")
     @classmethod
@@ -89,19 +106,28 @@ class FhirMapping(Model):
     @model_validator(mode="after")
     def _export_choices(self) -> FhirMapping:
         """Every `export` entry is a key of a section, at most one per id and section."""
+        for _, problem in self.export_problems():
+            raise ValueError(problem)
+        return self
+
+    def export_problems(self) -> list[tuple[int, str]]:
+        """(index, message) of each `export` entry that is no key of a section, or that
+        chooses a second key for one id of a section."""
+        problems: list[tuple[int, str]] = []
         chosen: dict[tuple[str, str], int] = {}
-        for index, key in enumerate(self.export, 1):
+        for index, key in enumerate(self.export):
             sections = [s for s in SECTIONS if key in self._table(s)]
             if not sections:
-                raise ValueError(f"`export` entry #{index} is not a key of `subjects`, "
-                                 "`persons`, `recipients`, `data` or `purposes`")
+                problems.append((index, f"`export` entry #{index + 1} is not a key of "
+                                 "`subjects`, `persons`, `recipients`, `data` or `purposes`"))
             for section in sections:
                 value = _value_key(self._table(section)[key])
                 if (section, value) in chosen:
-                    raise ValueError(f"`export` entries #{chosen[section, value]} and "
-                                     f"#{index} choose two {section} keys for one id")
-                chosen[section, value] = index
-        return self
+                    problems.append((index, f"`export` entries #{chosen[section, value] + 1} "
+                                     f"and #{index + 1} choose two {section} keys for one id"))
+                else:
+                    chosen[section, value] = index
+        return problems
 
     def _table(self, section: str) -> Mapping[str, Any]:
         table: Mapping[str, Any] = getattr(self, section)
@@ -120,9 +146,15 @@ class FhirMapping(Model):
         what = {"subjects": "this consent's subject", "persons": "this consent's grantor",
                 "recipients": f"the recipient selector `{_value_key(value)}`",
                 "data": f"data category `{value}`", "purposes": f"purpose `{value}`"}[section]
+        file, lines = "<fhir map>", []
+        if self._origin is not None:
+            file = self._origin.file
+            lines = sorted(n for k in keys if (n := self._origin.lines.get((section, k))))
+        where = f" (they are on lines {', '.join(map(str, lines))})" if len(lines) > 1 else ""
         raise RegistryError([Diagnostic(
             f"the FHIR map has {len(keys)} `{section}` keys for {what}: list the one to "
-            "export under `export`", "<fhir map>", code="ambiguous-export")])
+            f"export under `export`{where}", file, lines[0] if lines else None,
+            code="ambiguous-export")])
 
 
 def _value_key(value: Any) -> str:
@@ -151,10 +183,59 @@ def load_fhir_mapping(path: str | Path) -> FhirMapping:
             _check_party_section(out, doc, section, doc.data[section])
     if out.has_errors:
         raise RegistryError(out.diagnostics)
-    mapping = out.validate(doc, (), FhirMapping, doc.data, "FHIR map")
+    _check_keys(out, doc, doc.data)
+    if out.has_errors:
+        raise RegistryError(out.diagnostics)
+    mapping = out.validate(doc, (), FhirMapping, {**doc.data, "export": []}, "FHIR map")
     if mapping is None or out.has_errors:
         raise RegistryError(out.diagnostics)
+    export = doc.data.get("export", [])
+    if not isinstance(export, list) or not all(isinstance(k, str) for k in export):
+        out.validate(doc, (), FhirMapping, doc.data, "FHIR map")   # places the type error
+        raise RegistryError(out.diagnostics)
+    mapping = mapping.model_copy(update={"export": tuple(normal_code_key(k) for k in export)})
+    for index, problem in mapping.export_problems():
+        out.add(doc, ("export", index), f"FHIR map: {problem}", code="invalid")
+    if out.has_errors:
+        raise RegistryError(out.diagnostics)
+    lines: dict[tuple[str, str], int] = {}
+    for section in SECTIONS:
+        for key in doc.data.get(section) or ():
+            line = doc.position((section, key))[0]
+            if isinstance(key, str) and line is not None:
+                norm = normal_code_key(key) if section == "data" else key
+                lines[section, norm] = line
+    mapping._origin = _Origin(str(file), lines)
     return mapping
+
+
+def _check_keys(out: Collector, doc: Document, data: dict[Any, Any]) -> None:
+    """The keys of `data`, `purposes` and the entries of `explicit_bases`, each reported at
+    its own line (the model's validators would report them at their section's)."""
+    for section in ("data", "purposes"):
+        table = data.get(section)
+        if not isinstance(table, dict):
+            continue
+        seen: set[str] = set()
+        for key in table:
+            if not isinstance(key, str):
+                continue
+            norm = normal_code_key(key) if section == "data" else key
+            ok = is_identifier_key(norm) or (section == "data" and is_reference_key(norm))
+            if not ok:
+                wanted = ("`system|code`, `class:Type` or a reference `Type/id`"
+                          if section == "data" else "`system|code`")
+                out.add(doc, (section, key), f"FHIR map: {section}: key `{key[:120]}` is not "
+                        f"{wanted}", code="invalid")
+            elif norm in seen:
+                out.add(doc, (section, key), f"FHIR map: {section}: key `{key[:120]}` is given "
+                        "twice", code="invalid")
+            seen.add(norm)
+    bases = data.get("explicit_bases")
+    for index, key in enumerate(bases if isinstance(bases, list) else ()):
+        if isinstance(key, str) and not is_identifier_key(key):
+            out.add(doc, ("explicit_bases", index), f"FHIR map: explicit_bases: `{key[:120]}` "
+                    "is not `system|code`", code="invalid")
 
 
 def _check_party_section(out: Collector, doc: Document, section: str, value: Any) -> None:

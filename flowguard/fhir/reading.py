@@ -78,8 +78,8 @@ def consent_from_fhir_file(path: str | Path, mapping: FhirMapping,
 
 class _Importer(ProvisionReader):
     def __init__(self, mapping: FhirMapping, policy: Policy | None, source: str,
-                 doc: Document | None) -> None:
-        super().__init__(mapping, policy, source, doc)
+                 doc: Document | None, root: str = "Consent") -> None:
+        super().__init__(mapping, policy, source, doc, root)
         self.subject_keys: set[str] = set()
         self.subject_id = ""
 
