@@ -15,6 +15,9 @@ PostgreSQL), in tables of their own (component `server` in `flowguard_migrations
   check's request id, and adopts the new policy before it decides. So once a reload has
   answered, no worker of any server decides under the old policy, and before it commits,
   none decides under the new one.
+- **Ended citizen sessions** (the pages under /me/): a session signed out in one worker is
+  refused by every worker until its cookie would have expired anyway. Only a digest of the
+  session id is stored; rows past their expiry are pruned.
 
 Clocks: the window is measured by each server's wall clock; servers sharing a database
 should keep their clocks in step (NTP), as the audit log already assumes.
@@ -55,6 +58,22 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE TABLE flowguard_server_policy ("
             " id INTEGER PRIMARY KEY CHECK (id = 1), generation BIGINT NOT NULL,"
             " digest TEXT NOT NULL, body TEXT NOT NULL, activated_at BIGINT NOT NULL)",
+        ),
+    ),
+    Migration(
+        version=2,
+        description="ended citizen sessions (sign-out seen by every worker)",
+        sqlite=(
+            "CREATE TABLE flowguard_server_ended_sessions ("
+            " key TEXT PRIMARY KEY, expires_at BIGINT NOT NULL)",
+            "CREATE INDEX flowguard_server_ended_sessions_exp"
+            " ON flowguard_server_ended_sessions (expires_at)",
+        ),
+        postgresql=(
+            "CREATE TABLE flowguard_server_ended_sessions ("
+            " key TEXT PRIMARY KEY, expires_at BIGINT NOT NULL)",
+            "CREATE INDEX flowguard_server_ended_sessions_exp"
+            " ON flowguard_server_ended_sessions (expires_at)",
         ),
     ),
 )
@@ -171,6 +190,28 @@ class SharedState:
         """How many request ids are kept (expired ones not yet pruned included)."""
         row = self.db.read_one("SELECT COUNT(*) FROM flowguard_server_replay")
         return int(row[0]) if row else 0
+
+    # ------------------------------------------------------------------ sessions
+
+    @staticmethod
+    def _session_key(session_id: str) -> str:
+        return hashlib.sha256(b"flowguard citizen session\0" + session_id.encode()).hexdigest()
+
+    def end_session(self, session_id: str, expires_at: float) -> None:
+        """Record that a session is ended (signed out) for every worker, until
+        `expires_at` (seconds since the epoch), after which its cookie is refused anyway."""
+        now_us = time.time_ns() // 1000
+        with self.db.write() as cursor:
+            cursor.execute("DELETE FROM flowguard_server_ended_sessions WHERE expires_at < ?",
+                           (now_us,))
+            cursor.execute("INSERT INTO flowguard_server_ended_sessions (key, expires_at) "
+                           "VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                           (self._session_key(session_id), int(expires_at * 1_000_000)))
+
+    def session_ended(self, session_id: str) -> bool:
+        """Whether a session was ended by any worker."""
+        return self.db.read_one("SELECT 1 FROM flowguard_server_ended_sessions WHERE key = ?",
+                                (self._session_key(session_id),)) is not None
 
     # ------------------------------------------------------------------ policy
 

@@ -2,7 +2,9 @@
 with their lawful status, withdraw one, and see who received one's data.
 
 Security: sessions live in signed cookies (`HttpOnly`, `Secure`, `SameSite=Lax`) that carry
-the login's keyed hash only, never an id; every form carries a CSRF token bound to the
+the login's keyed hash and a random session id only, never a person's id; signing out records the
+session id as ended in the database the workers share, so a copied cookie stops working
+in every worker at once; every form carries a CSRF token bound to the
 session; a page shows only records of the signed-in person (and, for a guardian, the
 consents they gave within a guardianship in term and scope), so a URL or form field naming
 another person's record gets the same "not found" as an unknown one; sign-in and withdrawal
@@ -241,6 +243,15 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
             return None
         return Session(data["l"], data["s"])
 
+    async def live_session(request: Request) -> Session | None:
+        """The request's session, unless it was signed out (in any worker: the ended
+        sessions are kept in the shared database, flowguard.server.shared)."""
+        session = session_of(request)
+        if session is None or await asyncio.to_thread(state.shared.session_ended,
+                                                      session.sid):
+            return None
+        return session
+
     def csrf_ok(session: Session, token: str | None) -> bool:
         return token is not None and hmac.compare_digest(session.csrf, token)
 
@@ -306,7 +317,7 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
 
     async def signed_in(request: Request
                         ) -> tuple[Session, str] | Response:
-        session = session_of(request)
+        session = await live_session(request)
         if session is None:
             return page(request, "signin.html")
         person = await person_of(session)
@@ -392,6 +403,9 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
         if session is not None and not csrf_ok(session, csrf):
             return message(request, 403, "The form has expired",
                            "Please go back, reload the page and try again.")
+        if session is not None:  # a copy of the cookie is refused from now on, everywhere
+            await asyncio.to_thread(state.shared.end_session, session.sid,
+                                    time.time() + SESSION_SECONDS)
         response = message(request, 200, "You are signed out",
                            "Close the browser window if you share this device.")
         response.delete_cookie(SESSION_COOKIE, path=BASE, secure=True, httponly=True,
@@ -449,7 +463,7 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
     @router.post(BASE + "/withdraw/{consent_id}")
     async def withdraw(request: Request, consent_id: str) -> Response:
         csrf = await form_field(request, "csrf")
-        session = session_of(request)
+        session = await live_session(request)
         if session is None or not csrf_ok(session, csrf):
             return message(request, 403, "The form has expired",
                            "Please go back, reload the page and try again.")
