@@ -9,8 +9,10 @@ session; a page shows only records of the signed-in person (and, for a guardian,
 consents they gave within a guardianship in term and scope), so a URL or form field naming
 another person's record gets the same "not found" as an unknown one; sign-in and withdrawal
 are rate limited per address; the Content-Security-Policy allows no outside source and no
-script; templates autoescape. The HTTP route `POST /v1/logins` links a login for an
-organization (bearer token with `consent:write`).
+script; templates autoescape. The HTTP routes `POST /v1/logins` and `POST /v1/logins/unlink`
+link and unlink a login for an organization, under the rules of flowguard.server.authz
+(bearer token with `consent:write`, of the controller or a `records_consents` organization;
+the recorder is the token).
 """
 
 from __future__ import annotations
@@ -41,10 +43,13 @@ from flowguard.errors import Diagnostic, InputError, RegistryError
 from flowguard.forms import ConsentForm
 from flowguard.i18n import LANGUAGES, negotiate
 from flowguard.model import Consent, Evidence, Id, Model
+from flowguard.server.authz import Gate
 from flowguard.server.citizen.oidc import OidcClient, PendingSignIn, SignInError
 from flowguard.server.citizen.render import REASONS, render
+from flowguard.server.tokens import Token
 from flowguard.store import RegistryStore
-from flowguard.store.logins import link_login, person_of_login, wards_of
+from flowguard.store.logins import KIND as LINKED
+from flowguard.store.logins import link_login, person_of_login, unlink_login, wards_of
 
 if TYPE_CHECKING:
     from flowguard.server.app import Service
@@ -79,12 +84,18 @@ class CitizenOptions:
     withdrawals_per_minute: int = 30
 
 
-class LinkRequest(Model):
+class UnlinkRequest(Model):
+    """End the link of a login: the value is hashed at once and never stored. The recorder
+    is the token (flowguard.server.authz), plus `on_behalf_of` an actor of its organization."""
+
+    login: Annotated[str, Field(min_length=1, max_length=200)]
+    on_behalf_of: Id | None = None
+
+
+class LinkRequest(UnlinkRequest):
     """Link a login to a person: the value is hashed at once and never stored."""
 
-    by: Annotated[str, Field(min_length=1, max_length=200)]
     person: Id
-    login: Annotated[str, Field(min_length=1, max_length=200)]
 
 
 _BEARER = HTTPBearer(auto_error=False)
@@ -167,6 +178,7 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
                       public + BASE + "/callback", options.claim)
     # the session key derives from the pseudonym key: every worker process agrees on it
     session_key = pseudonym.login("\x00flowguard citizen session key")
+    gate = Gate(lambda: state.engine.policy, state.audit)  # who may (un)link: authz.py
     sessions = URLSafeTimedSerializer(session_key, salt="flowguard-citizen-session")
     pendings = URLSafeTimedSerializer(session_key, salt="flowguard-citizen-signin")
     signin_limit = _Limiter(options.signins_per_minute)
@@ -331,7 +343,7 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
         items = await asyncio.to_thread(visible, person, now)
         return next((v for v in items if v.consent.id == consent_id), None)
 
-    def authorize(credentials: HTTPAuthorizationCredentials | None, request_id: str) -> None:
+    def authorize(credentials: HTTPAuthorizationCredentials | None, request_id: str) -> Token:
         """The API's rules for a write: a known token with `consent:write`, a new request id."""
         token = None if credentials is None else state.tokens.authenticate(
             credentials.credentials)
@@ -342,6 +354,7 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
             raise HTTPException(403, "this token lacks the `consent:write` scope")
         if not state.shared.claim(token.id, request_id):
             raise HTTPException(409, "this X-Request-Id was used before: replay refused")
+        return token
 
     # ------------------------------------------------------------------ sign-in
 
@@ -581,9 +594,34 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
                    ) -> dict[str, Any]:
         """Link a citizen's login to a subject or a guardian: only the login value's keyed
         hash is stored (the value is never logged or echoed)."""
-        authorize(credentials, x_request_id)
+        token = authorize(credentials, x_request_id)
+        by = await gate.writer(token, "login.link", body.on_behalf_of)
         event = await asyncio.to_thread(link_login, store(), body.person,
-                                        pseudonym.login(body.login.strip()), by=body.by)
+                                        pseudonym.login(body.login.strip()), by=by)
+        return {"seq": event.seq, "kind": event.kind, "recorded_at": event.recorded_at}
+
+    @router.post("/v1/logins/unlink", tags=["consents"], include_in_schema=True)
+    async def unlink(body: UnlinkRequest,
+                     credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                            Depends(_BEARER)],
+                     x_request_id: Annotated[str, Header(pattern=r"^[A-Za-z0-9._:-]{8,128}$")]
+                     ) -> dict[str, Any]:
+        """End the link of a citizen's login: that login then sees the "not linked" page.
+        The controller may unlink any login; a `records_consents` organization the logins its
+        tokens linked (any other answers 404, as a login that is not linked)."""
+        token = authorize(credentials, x_request_id)
+        by = await gate.writer(token, "login.unlink", body.on_behalf_of)
+        login_hash = pseudonym.login(body.login.strip())
+        history = await asyncio.to_thread(store().history, login_hash)
+        linked = await asyncio.to_thread(person_of_login, store(), login_hash)
+        current = [e for e in history if e.kind == LINKED][-1:] if linked else []
+        await gate.record(token, "login.unlink", "login linked with", "this value", current)
+        try:
+            event = await asyncio.to_thread(unlink_login, store(), login_hash, by=by)
+        except RegistryError as exc:  # unlinked meanwhile
+            if any(d.code == "unknown-reference" for d in exc.diagnostics):
+                raise HTTPException(404, "no login linked with `this value`") from None
+            raise
         return {"seq": event.seq, "kind": event.kind, "recorded_at": event.recorded_at}
 
     return router
