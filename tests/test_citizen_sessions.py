@@ -1,6 +1,7 @@
-"""Signing out of the citizen pages ends the session server-side (issue 17 follow-up): the
-ended session ids are kept in the database the workers share (flowguard.server.shared), so
-a copied session cookie is refused by every worker once its owner has signed out."""
+"""What the citizen pages keep in the database the workers share (flowguard.server.shared;
+issue 17 follow-up): ended sessions, so a copied session cookie is refused by every worker
+once its owner has signed out, and the rate-limit events, so N workers do not allow N times
+the limit."""
 
 from __future__ import annotations
 
@@ -69,6 +70,34 @@ def test_ended_sessions_are_shared_and_pruned(store_url: str) -> None:
         assert not one.session_ended("s-old") and one.session_ended("s-3")
         rows = one.db.read("SELECT key FROM flowguard_server_ended_sessions")
         assert all("s-1" not in str(r[0]) for r in rows)  # only digests are stored
+    finally:
+        one.close()
+        two.close()
+
+
+def test_the_sign_in_limit_is_counted_over_every_worker(citizen: Citizen) -> None:
+    other = PortServed(citizen.served.app.state.service.config, free_port())
+    try:
+        bases = (citizen.base, f"http://127.0.0.1:{other.port}")
+        codes = [httpx.get(bases[i % 2] + "/me/login", timeout=30).status_code
+                 for i in range(31)]
+        assert codes[:30] == [303] * 30 and codes[30] == 429
+        assert httpx.get(bases[0] + "/me/login", timeout=30).status_code == 429
+    finally:
+        other.stop()
+
+
+def test_rate_limit_is_a_sliding_minute_shared_by_workers(store_url: str) -> None:
+    one, two = SharedState(store_url), SharedState(store_url)
+    try:
+        t = 1_800_000_000.0
+        assert [(one if i % 2 else two).allow("k-a", 3, now=t + i) for i in range(4)] == \
+            [True, True, True, False]
+        assert one.allow("k-b", 3, now=t + 4)  # another client: its own count
+        assert not two.allow("k-a", 3, now=t + 60)  # a minute after t, t still counts
+        assert two.allow("k-a", 3, now=t + 61.5)  # t and t+1 have left the minute
+        assert one.allow("k-a", 3, now=t + 61.6)
+        assert not two.allow("k-a", 3, now=t + 61.7)  # t+2, t+61.5, t+61.6
     finally:
         one.close()
         two.close()

@@ -8,7 +8,8 @@ in every worker at once; every form carries a CSRF token bound to the
 session; a page shows only records of the signed-in person (and, for a guardian, the
 consents they gave within a guardianship in term and scope), so a URL or form field naming
 another person's record gets the same "not found" as an unknown one; sign-in and withdrawal
-are rate limited per address; the Content-Security-Policy allows no outside source and no
+are rate limited per client address, counted over all workers in the shared database;
+the Content-Security-Policy allows no outside source and no
 script; templates autoescape. The HTTP routes `POST /v1/logins` and `POST /v1/logins/unlink`
 link and unlink a login for an organization, under the rules of flowguard.server.authz
 (bearer token with `consent:write`, of the controller or a `records_consents` organization;
@@ -23,7 +24,6 @@ import hmac
 import logging
 import secrets
 import time
-from collections import defaultdict, deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -53,6 +53,7 @@ from flowguard.store.logins import link_login, person_of_login, unlink_login, wa
 
 if TYPE_CHECKING:
     from flowguard.server.app import Service
+    from flowguard.server.shared import SharedState
 
 log = logging.getLogger("flowguard.citizen")
 
@@ -115,23 +116,20 @@ class FormGrantRequest(Model):
 
 
 class _Limiter:
-    """At most `limit` events a minute per client address (in this process)."""
+    """At most `limit` events a minute per client address, counted in the database every
+    worker and server shares (flowguard.server.shared): N workers do not allow N times the
+    limit. The address is stored only as a keyed digest."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, shared: SharedState, key: str, name: str, limit: int) -> None:
+        self.shared = shared
+        self.key = key.encode()
+        self.name = name
         self.limit = limit
-        self._events: dict[str, deque[float]] = defaultdict(deque)
 
-    def allow(self, key: str) -> bool:
-        now = time.monotonic()
-        events = self._events[key]
-        while events and now - events[0] > 60:
-            events.popleft()
-        if len(events) >= self.limit:
-            return False
-        events.append(now)
-        if len(self._events) > 10_000:
-            self._events = defaultdict(deque, {k: v for k, v in self._events.items() if v})
-        return True
+    async def allow(self, address: str) -> bool:
+        digest = hmac.new(self.key, f"rate\0{self.name}\0{address}".encode(),
+                          hashlib.sha256).hexdigest()
+        return await asyncio.to_thread(self.shared.allow, digest, self.limit)
 
 
 @dataclass
@@ -181,8 +179,9 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
     gate = Gate(lambda: state.engine.policy, state.audit)  # who may (un)link: authz.py
     sessions = URLSafeTimedSerializer(session_key, salt="flowguard-citizen-session")
     pendings = URLSafeTimedSerializer(session_key, salt="flowguard-citizen-signin")
-    signin_limit = _Limiter(options.signins_per_minute)
-    withdraw_limit = _Limiter(options.withdrawals_per_minute)
+    signin_limit = _Limiter(state.shared, session_key, "signin", options.signins_per_minute)
+    withdraw_limit = _Limiter(state.shared, session_key, "withdraw",
+                              options.withdrawals_per_minute)
     static = resources.files("flowguard") / "templates" / "citizen" / "static"
     css = (static / "citizen.css").read_text(encoding="utf-8")
     icon = (static / "favicon.svg").read_text(encoding="utf-8")
@@ -370,7 +369,7 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
 
     @router.get(BASE + "/login")
     async def login(request: Request) -> Response:
-        if not signin_limit.allow(client(request)):
+        if not await signin_limit.allow(client(request)):
             return message(request, 429, "Too many attempts",
                            "Please wait a minute and try again.")
         try:
@@ -480,7 +479,7 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
         if session is None or not csrf_ok(session, csrf):
             return message(request, 403, "The form has expired",
                            "Please go back, reload the page and try again.")
-        if not withdraw_limit.allow(client(request)):
+        if not await withdraw_limit.allow(client(request)):
             return message(request, 429, "Too many attempts",
                            "Please wait a minute and try again.", csrf=session.csrf)
         person = await person_of(session)
