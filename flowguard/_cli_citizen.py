@@ -42,21 +42,10 @@ def subject_link(person: str, login: str, registry_url: str, by: str | None,
                  pseudonym_key: str | None = None) -> None:
     """Link a citizen's login to PERSON (a subject id, or a guardian's person id), so the
     citizen pages under /me/ show that person's consents after sign-in."""
-    from flowguard.audit.entries import load_pseudonym_key
     from flowguard.store.logins import link_login
 
-    try:
-        if pseudonym_key is None:
-            raise InputError([Diagnostic(
-                "--pseudonym-key is needed: the login is stored as its keyed hash", "<options>",
-                code="missing", hint="--pseudonym-key FILE or env FLOWGUARD_PSEUDONYM_KEY")])
-        keyed = load_pseudonym_key(pseudonym_key)
-        value = sys.stdin.readline().strip() if login == "-" else login.strip()
-        if not value:
-            raise InputError([Diagnostic("--login: the login value is empty", "<options>",
-                                         code="missing")])
-    except InputError as exc:
-        fail_input(exc)
+    keyed = _login_key(pseudonym_key)
+    value = _login_value(login)
     with _store(registry_url, None, (audit_url, log_key, pseudonym_key)) as store:
         event = link_login(store, person, keyed.login(value), by=_who(by))
         out.print(f"linked the login (event #{event.seq}); only its keyed hash is stored",

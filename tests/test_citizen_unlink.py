@@ -1,7 +1,7 @@
 """Unlinking a citizen's login (issue 17 follow-up): `flowguard subject unlink` and
 `POST /v1/logins/unlink` record an audited `login.unlinked` registry event (keyed hash only),
-under the authorization rules of flowguard.server.authz; the login then sees the "not
-linked" page."""
+under the authorization rules of flowguard.server.authz (as linking and granting on a form
+now do too); the login then sees the "not linked" page."""
 
 from __future__ import annotations
 
@@ -133,3 +133,24 @@ def test_http_unlink_follows_the_authorization_rules(citizen: Citizen) -> None:
                  if e.kind == "login.unlinked"][-1]
     assert event.by == "token:kommune organization:aalborg-kommune"
     assert _sees_not_linked(citizen, VALUE)
+
+
+def test_http_grant_on_a_form_follows_the_authorization_rules(tmp_path: Path) -> None:
+    citizen = start_citizen(tmp_path, prepare=_grant_rights,
+                            design=str(tmp_path / "policy" / "design.yaml"))
+    try:
+        served, token = citizen.served, citizen.setup.token
+        body = {"form": "cafe-solsikke/job-matching.employer-contact", "id": "k-0609-f",
+                "subject": "citizen-0609", "given_at": "2026-03-01T10:00:00Z"}
+        refused = served.post("/v1/consents/form", body, token["cafe-writer"])
+        assert refused.status_code == 403 and "may not record" in refused.text
+        assert served.post("/v1/consents/form", {**body, "by": "clerk"},
+                           token["kommune"]).status_code == 422
+        made = served.post("/v1/consents/form", {**body, "on_behalf_of": "case-worker"},
+                           token["kommune"])
+        assert made.status_code == 201, made.text
+        with open_store(citizen.setup.registry) as store:
+            assert store.history("k-0609-f")[0].by == \
+                "token:kommune organization:aalborg-kommune on_behalf_of:case-worker"
+    finally:
+        citizen.stop()

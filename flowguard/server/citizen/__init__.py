@@ -104,9 +104,9 @@ _BEARER = HTTPBearer(auto_error=False)
 
 class FormGrantRequest(Model):
     """A consent given by signing a form of the consent plan (`GET` the form ids with
-    `flowguard consent forms`)."""
+    `flowguard consent forms`). The recorder is the token (flowguard.server.authz)."""
 
-    by: Annotated[str, Field(min_length=1, max_length=200)]
+    on_behalf_of: Id | None = None
     form: Annotated[str, Field(min_length=1, max_length=300)]
     id: Id
     subject: Id
@@ -524,14 +524,15 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
                                 pattern=r"^[A-Za-z0-9._:-]{8,128}$")]) -> dict[str, Any]:
         """Record a consent given by signing a form of the design's consent plan: the
         form's id and the SHA-256 of its exact text are its evidence."""
-        authorize(credentials, x_request_id)
+        by = await gate.writer(authorize(credentials, x_request_id), "consent.grant",
+                               body.on_behalf_of)
         from flowguard.forms import find_form, form_consent
 
         form = find_form(forms, body.form, "$.form")
         record = form_consent(form, consent_id=body.id, subject=body.subject,
                               given_by=body.given_by, given_at=body.given_at,
                               expires_at=body.expires_at)
-        event = await asyncio.to_thread(store().grant, record, by=body.by)
+        event = await asyncio.to_thread(store().grant, record, by=by)
         return {"seq": event.seq, "kind": event.kind, "record": event.record,
                 "recorded_at": event.recorded_at, "form": form.id, "digest": form.digest}
 
