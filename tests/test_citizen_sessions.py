@@ -101,3 +101,20 @@ def test_rate_limit_is_a_sliding_minute_shared_by_workers(store_url: str) -> Non
     finally:
         one.close()
         two.close()
+
+
+def test_a_database_of_the_first_server_migration_is_upgraded(store_url: str) -> None:
+    from flowguard.server import shared
+    from flowguard.store._db import connect, migrate
+
+    db = connect(store_url)
+    try:
+        migrate(db, shared.COMPONENT, shared.MIGRATIONS[:1])  # as released before
+    finally:
+        db.close()
+    state = SharedState(store_url)
+    try:
+        state.end_session("s-1", time.time() + 60)
+        assert state.session_ended("s-1") and state.allow("k", 1) and not state.allow("k", 1)
+    finally:
+        state.close()

@@ -44,6 +44,15 @@ COMPONENT = "server"
 DEFAULT_REPLAY_WINDOW_S = 600.0
 PRUNE_EVERY_S = 30.0
 
+_V2 = (
+    "CREATE TABLE flowguard_server_ended_sessions ("
+    " key TEXT PRIMARY KEY, expires_at BIGINT NOT NULL)",
+    "CREATE INDEX flowguard_server_ended_sessions_exp"
+    " ON flowguard_server_ended_sessions (expires_at)",
+    "CREATE TABLE flowguard_server_rate (key TEXT NOT NULL, at BIGINT NOT NULL)",
+    "CREATE INDEX flowguard_server_rate_key ON flowguard_server_rate (key, at)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
@@ -68,22 +77,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=2,
         description="ended citizen sessions and rate-limit events (seen by every worker)",
-        sqlite=(
-            "CREATE TABLE flowguard_server_ended_sessions ("
-            " key TEXT PRIMARY KEY, expires_at BIGINT NOT NULL)",
-            "CREATE INDEX flowguard_server_ended_sessions_exp"
-            " ON flowguard_server_ended_sessions (expires_at)",
-            "CREATE TABLE flowguard_server_rate (key TEXT NOT NULL, at BIGINT NOT NULL)",
-            "CREATE INDEX flowguard_server_rate_key ON flowguard_server_rate (key, at)",
-        ),
-        postgresql=(
-            "CREATE TABLE flowguard_server_ended_sessions ("
-            " key TEXT PRIMARY KEY, expires_at BIGINT NOT NULL)",
-            "CREATE INDEX flowguard_server_ended_sessions_exp"
-            " ON flowguard_server_ended_sessions (expires_at)",
-            "CREATE TABLE flowguard_server_rate (key TEXT NOT NULL, at BIGINT NOT NULL)",
-            "CREATE INDEX flowguard_server_rate_key ON flowguard_server_rate (key, at)",
-        ),
+        sqlite=_V2,
+        postgresql=_V2,  # the same statements in both dialects
     ),
 )
 
