@@ -1,12 +1,13 @@
-"""`flowguard subject link`: link a citizen's login to a subject or a guardian, storing only
-the login value's keyed hash (a thin shell over `flowguard.store.logins`)."""
+"""`flowguard subject link` / `unlink`: link a citizen's login to a subject or a guardian, or
+end that link, storing only the login value's keyed hash (a thin shell over
+`flowguard.store.logins`)."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -20,6 +21,9 @@ from flowguard._cli_registry import (
     subject,
 )
 from flowguard.errors import Diagnostic, InputError
+
+if TYPE_CHECKING:
+    from flowguard.audit.entries import Pseudonymizer
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -38,25 +42,65 @@ def subject_link(person: str, login: str, registry_url: str, by: str | None,
                  pseudonym_key: str | None = None) -> None:
     """Link a citizen's login to PERSON (a subject id, or a guardian's person id), so the
     citizen pages under /me/ show that person's consents after sign-in."""
-    from flowguard.audit.entries import load_pseudonym_key
     from flowguard.store.logins import link_login
+
+    keyed = _login_key(pseudonym_key)
+    value = _login_value(login)
+    with _store(registry_url, None, (audit_url, log_key, pseudonym_key)) as store:
+        event = link_login(store, person, keyed.login(value), by=_who(by))
+        out.print(f"linked the login (event #{event.seq}); only its keyed hash is stored",
+                  markup=False)
+
+
+@subject.command("unlink")
+@click.argument("person")
+@click.option("--login", "login", required=True,
+              help="The linked value (as given to `subject link`); `-` reads it from standard "
+                   "input, out of the shell's history.")
+@registry_option
+@by_option
+@audit_options
+def subject_unlink(person: str, login: str, registry_url: str, by: str | None,
+                   audit_url: str | None = None, log_key: str | None = None,
+                   pseudonym_key: str | None = None) -> None:
+    """End the link of a citizen's login to PERSON: that login then sees the "not linked"
+    page of the citizen pages. Recorded as an audited `login.unlinked` registry event."""
+    from flowguard.store.logins import person_of_login, unlink_login
+
+    keyed = _login_key(pseudonym_key)
+    value = _login_value(login)
+    with _store(registry_url, None, (audit_url, log_key, pseudonym_key)) as store:
+        login_hash = keyed.login(value)
+        linked = person_of_login(store, login_hash)
+        if linked != person:
+            fail_input(InputError([Diagnostic(
+                "--login: this login is not linked to " + ("anyone" if linked is None
+                                                          else "this person"),
+                "<options>", code="unknown-reference",
+                hint="check PERSON and the value; `flowguard subject link` links one")]))
+        event = unlink_login(store, login_hash, by=_who(by))
+        out.print(f"unlinked the login (event #{event.seq})", markup=False)
+
+
+def _login_key(pseudonym_key: str | None) -> Pseudonymizer:
+    from flowguard.audit.entries import load_pseudonym_key
 
     try:
         if pseudonym_key is None:
             raise InputError([Diagnostic(
                 "--pseudonym-key is needed: the login is stored as its keyed hash", "<options>",
                 code="missing", hint="--pseudonym-key FILE or env FLOWGUARD_PSEUDONYM_KEY")])
-        keyed = load_pseudonym_key(pseudonym_key)
-        value = sys.stdin.readline().strip() if login == "-" else login.strip()
-        if not value:
-            raise InputError([Diagnostic("--login: the login value is empty", "<options>",
-                                         code="missing")])
+        return load_pseudonym_key(pseudonym_key)
     except InputError as exc:
         fail_input(exc)
-    with _store(registry_url, None, (audit_url, log_key, pseudonym_key)) as store:
-        event = link_login(store, person, keyed.login(value), by=_who(by))
-        out.print(f"linked the login (event #{event.seq}); only its keyed hash is stored",
-                  markup=False)
+
+
+def _login_value(login: str) -> str:
+    value = sys.stdin.readline().strip() if login == "-" else login.strip()
+    if not value:
+        fail_input(InputError([Diagnostic("--login: the login value is empty", "<options>",
+                                          code="missing")]))
+    return value
 
 
 def citizen_options(func: _F) -> _F:

@@ -4,6 +4,7 @@ OIDC provider, a server with the citizen pages, and logins linked to citizens.""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -51,8 +52,11 @@ class Citizen:
 
 
 def start_citizen(folder: Path, auth_method: str = "client_secret_basic",
-                  link: bool = True, **settings: object) -> Citizen:
+                  link: bool = True, prepare: Callable[[Setup], None] | None = None,
+                  **settings: object) -> Citizen:
     setup = make_setup(folder)
+    if prepare is not None:  # change the policy or tokens before the server starts
+        prepare(setup)
     provider = Provider(free_port(), auth_method=auth_method).start()
     secret = folder / "client.secret"
     write_secret(secret, CLIENT_SECRET + "\n")

@@ -103,7 +103,7 @@ def citizen(tmp_path: Path) -> Iterator[Citizen]:
 
 def test_http_grant_on_a_form_and_the_citizen_sees_the_exact_text(citizen: Citizen) -> None:
     served, token = citizen.served, citizen.setup.token["kommune"]
-    body = {"by": "clerk", "form": CAFE, "id": "k-0609-form", "subject": "citizen-0609",
+    body = {"form": CAFE, "id": "k-0609-form", "subject": "citizen-0609",
             "given_at": "2026-03-01T10:00:00Z"}
     assert served.post("/v1/consents/form", body, "fgt_" + "x" * 43).status_code == 401
     made = served.post("/v1/consents/form", body, token)

@@ -113,12 +113,19 @@ def test_http_link_on_a_server_with_citizen_pages(tmp_path: Path) -> None:
     citizen = start_citizen(tmp_path, link=False)
     try:
         served, setup = citizen.served, citizen.setup
-        body = {"by": "clerk", "person": "citizen-0042", "login": NATIONAL_ID}
+        body = {"person": "citizen-0042", "login": NATIONAL_ID}
+        # the recorder is the token (flowguard.server.authz): a client's own `by` is refused
+        assert served.post("/v1/logins", {**body, "by": "clerk"},
+                           setup.token["kommune"]).status_code == 422
         assert served.post("/v1/logins", body, None).status_code == 401
         assert served.post("/v1/logins", body, setup.token["cafe"]).status_code == 403
         made = served.post("/v1/logins", body, setup.token["kommune"])
         assert made.status_code == 201, made.text
         assert NATIONAL_ID not in made.text and made.json()["kind"] == "login.linked"
+        with open_store(setup.registry) as store:
+            linked = [e for e in store.subject_history("citizen-0042")
+                      if e.kind == "login.linked"]
+        assert linked[-1].by == "token:kommune organization:aalborg-kommune"
         again = served.post("/v1/logins", body, setup.token["kommune"])
         assert again.status_code == 409 and NATIONAL_ID not in again.text
         rid = uuid.uuid4().hex

@@ -58,7 +58,7 @@ def citizen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Citizen]:
     folder = tmp_path_factory.mktemp("citizen-pages")
     c = start_citizen(folder, design=str(folder / "policy" / "design.yaml"))
     made = c.served.post("/v1/consents/form", {
-        "by": "clerk", "form": "frivillig-mentor-aalborg/follow-up", "id": "k-0042-form",
+        "form": "frivillig-mentor-aalborg/follow-up", "id": "k-0042-form",
         "subject": "citizen-0042", "given_at": "2026-02-01T10:00:00Z"},
         c.setup.token["kommune"])
     assert made.status_code == 201, made.text

@@ -232,6 +232,7 @@ _EVENTS = {
     "guardianship.added": "a guardianship was recorded",
     "guardianship.ended": "a guardianship was ended",
     "login.linked": "a login was linked to you for the citizen pages",
+    "login.unlinked": "a login was unlinked from you for the citizen pages",
 }
 
 

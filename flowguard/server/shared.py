@@ -15,6 +15,14 @@ PostgreSQL), in tables of their own (component `server` in `flowguard_migrations
   check's request id, and adopts the new policy before it decides. So once a reload has
   answered, no worker of any server decides under the old policy, and before it commits,
   none decides under the new one.
+- **Ended citizen sessions** (the pages under /me/): a session signed out in one worker is
+  refused by every worker until its cookie would have expired anyway. Only a digest of the
+  session id is stored; rows past their expiry are pruned.
+- **Rate-limit events** of the citizen pages (sign-ins, withdrawals), per client address:
+  a sliding minute counted over every worker and server, so N workers do not allow N times
+  the limit. Only a keyed digest of the address is stored; rows older than an hour are
+  pruned. Two workers counting at the same instant on PostgreSQL may each admit one event
+  over the limit: a rate limit, not a quota.
 
 Clocks: the window is measured by each server's wall clock; servers sharing a database
 should keep their clocks in step (NTP), as the audit log already assumes.
@@ -36,6 +44,15 @@ COMPONENT = "server"
 DEFAULT_REPLAY_WINDOW_S = 600.0
 PRUNE_EVERY_S = 30.0
 
+_V2 = (
+    "CREATE TABLE flowguard_server_ended_sessions ("
+    " key TEXT PRIMARY KEY, expires_at BIGINT NOT NULL)",
+    "CREATE INDEX flowguard_server_ended_sessions_exp"
+    " ON flowguard_server_ended_sessions (expires_at)",
+    "CREATE TABLE flowguard_server_rate (key TEXT NOT NULL, at BIGINT NOT NULL)",
+    "CREATE INDEX flowguard_server_rate_key ON flowguard_server_rate (key, at)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
@@ -56,6 +73,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             " id INTEGER PRIMARY KEY CHECK (id = 1), generation BIGINT NOT NULL,"
             " digest TEXT NOT NULL, body TEXT NOT NULL, activated_at BIGINT NOT NULL)",
         ),
+    ),
+    Migration(
+        version=2,
+        description="ended citizen sessions and rate-limit events (seen by every worker)",
+        sqlite=_V2,
+        postgresql=_V2,  # the same statements in both dialects
     ),
 )
 
@@ -106,6 +129,7 @@ class SharedState:
         """The highest policy generation this process has read (monotonic)."""
         self._lock = threading.Lock()
         self._pruned_at = 0.0
+        self._rate_pruned_at = 0.0
         self._claims: list[tuple[str, str, asyncio.Future[bool]]] = []
         self._claiming: asyncio.Task[None] | None = None
 
@@ -171,6 +195,53 @@ class SharedState:
         """How many request ids are kept (expired ones not yet pruned included)."""
         row = self.db.read_one("SELECT COUNT(*) FROM flowguard_server_replay")
         return int(row[0]) if row else 0
+
+    # ------------------------------------------------------------------ sessions
+
+    @staticmethod
+    def _session_key(session_id: str) -> str:
+        return hashlib.sha256(b"flowguard citizen session\0" + session_id.encode()).hexdigest()
+
+    def end_session(self, session_id: str, expires_at: float) -> None:
+        """Record that a session is ended (signed out) for every worker, until
+        `expires_at` (seconds since the epoch), after which its cookie is refused anyway."""
+        now_us = time.time_ns() // 1000
+        with self.db.write() as cursor:
+            cursor.execute("DELETE FROM flowguard_server_ended_sessions WHERE expires_at < ?",
+                           (now_us,))
+            cursor.execute("INSERT INTO flowguard_server_ended_sessions (key, expires_at) "
+                           "VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                           (self._session_key(session_id), int(expires_at * 1_000_000)))
+
+    def session_ended(self, session_id: str) -> bool:
+        """Whether a session was ended by any worker."""
+        return self.db.read_one("SELECT 1 FROM flowguard_server_ended_sessions WHERE key = ?",
+                                (self._session_key(session_id),)) is not None
+
+    # ------------------------------------------------------------------ rate limits
+
+    def allow(self, key: str, limit: int, now: float | None = None,
+              per: float = 60.0) -> bool:
+        """Whether one more event of `key` (a keyed digest naming the limit and the client)
+        stays within `limit` events per `per` seconds, counted over every worker; if so,
+        the event is counted."""
+        now_us = int((time.time() if now is None else now) * 1_000_000)
+        cutoff = now_us - int(per * 1_000_000)
+        prune = now_us / 1_000_000 - self._rate_pruned_at >= PRUNE_EVERY_S
+        with self.db.write() as cursor:
+            if prune:
+                cursor.execute("DELETE FROM flowguard_server_rate WHERE at < ?",
+                               (now_us - 3_600_000_000,))
+            cursor.execute("SELECT COUNT(*) FROM flowguard_server_rate WHERE key = ? "
+                           "AND at >= ?", (key, cutoff))
+            row = cursor.fetchone()
+            if row is not None and int(row[0]) >= limit:
+                return False
+            cursor.execute("INSERT INTO flowguard_server_rate (key, at) VALUES (?, ?)",
+                           (key, now_us))
+        if prune:
+            self._rate_pruned_at = now_us / 1_000_000
+        return True
 
     # ------------------------------------------------------------------ policy
 

@@ -33,6 +33,7 @@ EventKind = Literal[
     "guardianship.added",
     "guardianship.ended",
     "login.linked",
+    "login.unlinked",
 ]
 EVENT_KINDS: tuple[EventKind, ...] = EventKind.__args__  # type: ignore[attr-defined]
 
@@ -138,8 +139,8 @@ class SubjectState:
             g = self.guardianships[record]
             until = _earliest(g.valid_until, _instant(body, "valid_until"))
             self.guardianships[record] = g.model_copy(update={"valid_until": until})
-        elif kind == "login.linked":
-            pass  # a login linked to this person (flowguard.store.logins): no record changes
+        elif kind in ("login.linked", "login.unlinked"):
+            pass  # a login linked to or unlinked from this person (flowguard.store.logins)
         else:
             raise ValueError(f"unknown registry event kind `{kind}`")
 

@@ -4,7 +4,9 @@ A municipality links the value an OpenID Connect provider asserts about a citize
 CPR or HETU number in an ID token's claim) to the subject, or to a guardian's person id. Only
 the value's keyed hash (:meth:`flowguard.audit.entries.Pseudonymizer.login`) is stored, as
 a `login.linked` registry event: append-only, audited like every other change, and the only
-place a sign-in is resolved from. A national id is never written anywhere.
+place a sign-in is resolved from. A national id is never written anywhere. A link is ended
+by a `login.unlinked` event (same record, same subject); the latest of the two decides, so a
+login may be linked again afterwards.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from flowguard.store.events import Event
 from flowguard.store.registry_store import RegistryStore
 
 KIND = "login.linked"
+UNLINKED = "login.unlinked"
+_LATEST = ("SELECT kind, subject FROM registry_events WHERE record = ? AND kind IN "
+           f"('{KIND}', '{UNLINKED}') ORDER BY seq DESC LIMIT 1")
 
 
 def _error(message: str, code: str, hint: str | None = None) -> RegistryError:
@@ -41,7 +46,7 @@ def link_login(store: RegistryStore, person: str, login_hash: str, *, by: str,
             raise _error("the person is neither a recorded subject nor a guardian in a "
                          "recorded guardianship", "unknown-reference",
                          "record the subject or the guardianship first")
-        linked = w.subject_of(login_hash, KIND)
+        linked = _linked(w.cursor, login_hash)
         if linked is not None:
             raise _error("this login is already linked" + (" to this person" if linked == person
                                                           else " to another person"),
@@ -49,11 +54,31 @@ def link_login(store: RegistryStore, person: str, login_hash: str, *, by: str,
         return w.append(KIND, person, login_hash, by, evidence, {})
 
 
+def unlink_login(store: RegistryStore, login_hash: str, *, by: str,
+                 evidence: Evidence | None = None) -> Event:
+    """End the link of a login (by its keyed hash): from now on that login is "not linked".
+    The event names the person it was linked to, so their history shows it."""
+    if not is_login_hash(login_hash):
+        raise _error("expected a login hash, not a login value", "type",
+                     "hash the value with the pseudonym key (Pseudonymizer.login)")
+    with store._transaction() as w:
+        person = _linked(w.cursor, login_hash)
+        if person is None:
+            raise _error("this login is not linked to anyone", "unknown-reference",
+                         "check the value; `flowguard subject link` links one")
+        return w.append(UNLINKED, person, login_hash, by, evidence, {})
+
+
 def person_of_login(store: RegistryStore, login_hash: str) -> str | None:
-    """The person a login is linked to, or None."""
-    row = store.db.read_one("SELECT subject FROM registry_events WHERE record = ? AND "
-                            "kind = ?", (login_hash, KIND))
-    return None if row is None else str(row[0])
+    """The person a login is linked to now, or None."""
+    row = store.db.read_one(_LATEST, (login_hash,))
+    return None if row is None or row[0] != KIND else str(row[1])
+
+
+def _linked(cursor: Cursor, login_hash: str) -> str | None:
+    cursor.execute(_LATEST, (login_hash,))
+    row = cursor.fetchone()
+    return None if row is None or row[0] != KIND else str(row[1])
 
 
 def wards_of(store: RegistryStore, person: str) -> list[str]:

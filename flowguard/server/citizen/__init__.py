@@ -2,13 +2,18 @@
 with their lawful status, withdraw one, and see who received one's data.
 
 Security: sessions live in signed cookies (`HttpOnly`, `Secure`, `SameSite=Lax`) that carry
-the login's keyed hash only, never an id; every form carries a CSRF token bound to the
+the login's keyed hash and a random session id only, never a person's id; signing out records the
+session id as ended in the database the workers share, so a copied cookie stops working
+in every worker at once; every form carries a CSRF token bound to the
 session; a page shows only records of the signed-in person (and, for a guardian, the
 consents they gave within a guardianship in term and scope), so a URL or form field naming
 another person's record gets the same "not found" as an unknown one; sign-in and withdrawal
-are rate limited per address; the Content-Security-Policy allows no outside source and no
-script; templates autoescape. The HTTP route `POST /v1/logins` links a login for an
-organization (bearer token with `consent:write`).
+are rate limited per client address, counted over all workers in the shared database;
+the Content-Security-Policy allows no outside source and no
+script; templates autoescape. The HTTP routes `POST /v1/logins` and `POST /v1/logins/unlink`
+link and unlink a login for an organization, under the rules of flowguard.server.authz
+(bearer token with `consent:write`, of the controller or a `records_consents` organization;
+the recorder is the token).
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ import hmac
 import logging
 import secrets
 import time
-from collections import defaultdict, deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -39,13 +43,17 @@ from flowguard.errors import Diagnostic, InputError, RegistryError
 from flowguard.forms import ConsentForm
 from flowguard.i18n import LANGUAGES, negotiate
 from flowguard.model import Consent, Evidence, Id, Model
+from flowguard.server.authz import Gate
 from flowguard.server.citizen.oidc import OidcClient, PendingSignIn, SignInError
 from flowguard.server.citizen.render import REASONS, render
+from flowguard.server.tokens import Token
 from flowguard.store import RegistryStore
-from flowguard.store.logins import link_login, person_of_login, wards_of
+from flowguard.store.logins import KIND as LINKED
+from flowguard.store.logins import link_login, person_of_login, unlink_login, wards_of
 
 if TYPE_CHECKING:
     from flowguard.server.app import Service
+    from flowguard.server.shared import SharedState
 
 log = logging.getLogger("flowguard.citizen")
 
@@ -77,12 +85,18 @@ class CitizenOptions:
     withdrawals_per_minute: int = 30
 
 
-class LinkRequest(Model):
+class UnlinkRequest(Model):
+    """End the link of a login: the value is hashed at once and never stored. The recorder
+    is the token (flowguard.server.authz), plus `on_behalf_of` an actor of its organization."""
+
+    login: Annotated[str, Field(min_length=1, max_length=200)]
+    on_behalf_of: Id | None = None
+
+
+class LinkRequest(UnlinkRequest):
     """Link a login to a person: the value is hashed at once and never stored."""
 
-    by: Annotated[str, Field(min_length=1, max_length=200)]
     person: Id
-    login: Annotated[str, Field(min_length=1, max_length=200)]
 
 
 _BEARER = HTTPBearer(auto_error=False)
@@ -90,9 +104,9 @@ _BEARER = HTTPBearer(auto_error=False)
 
 class FormGrantRequest(Model):
     """A consent given by signing a form of the consent plan (`GET` the form ids with
-    `flowguard consent forms`)."""
+    `flowguard consent forms`). The recorder is the token (flowguard.server.authz)."""
 
-    by: Annotated[str, Field(min_length=1, max_length=200)]
+    on_behalf_of: Id | None = None
     form: Annotated[str, Field(min_length=1, max_length=300)]
     id: Id
     subject: Id
@@ -102,23 +116,20 @@ class FormGrantRequest(Model):
 
 
 class _Limiter:
-    """At most `limit` events a minute per client address (in this process)."""
+    """At most `limit` events a minute per client address, counted in the database every
+    worker and server shares (flowguard.server.shared): N workers do not allow N times the
+    limit. The address is stored only as a keyed digest."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, shared: SharedState, key: str, name: str, limit: int) -> None:
+        self.shared = shared
+        self.key = key.encode()
+        self.name = name
         self.limit = limit
-        self._events: dict[str, deque[float]] = defaultdict(deque)
 
-    def allow(self, key: str) -> bool:
-        now = time.monotonic()
-        events = self._events[key]
-        while events and now - events[0] > 60:
-            events.popleft()
-        if len(events) >= self.limit:
-            return False
-        events.append(now)
-        if len(self._events) > 10_000:
-            self._events = defaultdict(deque, {k: v for k, v in self._events.items() if v})
-        return True
+    async def allow(self, address: str) -> bool:
+        digest = hmac.new(self.key, f"rate\0{self.name}\0{address}".encode(),
+                          hashlib.sha256).hexdigest()
+        return await asyncio.to_thread(self.shared.allow, digest, self.limit)
 
 
 @dataclass
@@ -165,10 +176,12 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
                       public + BASE + "/callback", options.claim)
     # the session key derives from the pseudonym key: every worker process agrees on it
     session_key = pseudonym.login("\x00flowguard citizen session key")
+    gate = Gate(lambda: state.engine.policy, state.audit)  # who may (un)link: authz.py
     sessions = URLSafeTimedSerializer(session_key, salt="flowguard-citizen-session")
     pendings = URLSafeTimedSerializer(session_key, salt="flowguard-citizen-signin")
-    signin_limit = _Limiter(options.signins_per_minute)
-    withdraw_limit = _Limiter(options.withdrawals_per_minute)
+    signin_limit = _Limiter(state.shared, session_key, "signin", options.signins_per_minute)
+    withdraw_limit = _Limiter(state.shared, session_key, "withdraw",
+                              options.withdrawals_per_minute)
     static = resources.files("flowguard") / "templates" / "citizen" / "static"
     css = (static / "citizen.css").read_text(encoding="utf-8")
     icon = (static / "favicon.svg").read_text(encoding="utf-8")
@@ -241,6 +254,15 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
             return None
         return Session(data["l"], data["s"])
 
+    async def live_session(request: Request) -> Session | None:
+        """The request's session, unless it was signed out (in any worker: the ended
+        sessions are kept in the shared database, flowguard.server.shared)."""
+        session = session_of(request)
+        if session is None or await asyncio.to_thread(state.shared.session_ended,
+                                                      session.sid):
+            return None
+        return session
+
     def csrf_ok(session: Session, token: str | None) -> bool:
         return token is not None and hmac.compare_digest(session.csrf, token)
 
@@ -306,7 +328,7 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
 
     async def signed_in(request: Request
                         ) -> tuple[Session, str] | Response:
-        session = session_of(request)
+        session = await live_session(request)
         if session is None:
             return page(request, "signin.html")
         person = await person_of(session)
@@ -320,7 +342,7 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
         items = await asyncio.to_thread(visible, person, now)
         return next((v for v in items if v.consent.id == consent_id), None)
 
-    def authorize(credentials: HTTPAuthorizationCredentials | None, request_id: str) -> None:
+    def authorize(credentials: HTTPAuthorizationCredentials | None, request_id: str) -> Token:
         """The API's rules for a write: a known token with `consent:write`, a new request id."""
         token = None if credentials is None else state.tokens.authenticate(
             credentials.credentials)
@@ -331,6 +353,7 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
             raise HTTPException(403, "this token lacks the `consent:write` scope")
         if not state.shared.claim(token.id, request_id):
             raise HTTPException(409, "this X-Request-Id was used before: replay refused")
+        return token
 
     # ------------------------------------------------------------------ sign-in
 
@@ -346,7 +369,7 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
 
     @router.get(BASE + "/login")
     async def login(request: Request) -> Response:
-        if not signin_limit.allow(client(request)):
+        if not await signin_limit.allow(client(request)):
             return message(request, 429, "Too many attempts",
                            "Please wait a minute and try again.")
         try:
@@ -392,6 +415,9 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
         if session is not None and not csrf_ok(session, csrf):
             return message(request, 403, "The form has expired",
                            "Please go back, reload the page and try again.")
+        if session is not None:  # a copy of the cookie is refused from now on, everywhere
+            await asyncio.to_thread(state.shared.end_session, session.sid,
+                                    time.time() + SESSION_SECONDS)
         response = message(request, 200, "You are signed out",
                            "Close the browser window if you share this device.")
         response.delete_cookie(SESSION_COOKIE, path=BASE, secure=True, httponly=True,
@@ -449,11 +475,11 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
     @router.post(BASE + "/withdraw/{consent_id}")
     async def withdraw(request: Request, consent_id: str) -> Response:
         csrf = await form_field(request, "csrf")
-        session = session_of(request)
+        session = await live_session(request)
         if session is None or not csrf_ok(session, csrf):
             return message(request, 403, "The form has expired",
                            "Please go back, reload the page and try again.")
-        if not withdraw_limit.allow(client(request)):
+        if not await withdraw_limit.allow(client(request)):
             return message(request, 429, "Too many attempts",
                            "Please wait a minute and try again.", csrf=session.csrf)
         person = await person_of(session)
@@ -498,14 +524,15 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
                                 pattern=r"^[A-Za-z0-9._:-]{8,128}$")]) -> dict[str, Any]:
         """Record a consent given by signing a form of the design's consent plan: the
         form's id and the SHA-256 of its exact text are its evidence."""
-        authorize(credentials, x_request_id)
+        by = await gate.writer(authorize(credentials, x_request_id), "consent.grant",
+                               body.on_behalf_of)
         from flowguard.forms import find_form, form_consent
 
         form = find_form(forms, body.form, "$.form")
         record = form_consent(form, consent_id=body.id, subject=body.subject,
                               given_by=body.given_by, given_at=body.given_at,
                               expires_at=body.expires_at)
-        event = await asyncio.to_thread(store().grant, record, by=body.by)
+        event = await asyncio.to_thread(store().grant, record, by=by)
         return {"seq": event.seq, "kind": event.kind, "record": event.record,
                 "recorded_at": event.recorded_at, "form": form.id, "digest": form.digest}
 
@@ -567,9 +594,34 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
                    ) -> dict[str, Any]:
         """Link a citizen's login to a subject or a guardian: only the login value's keyed
         hash is stored (the value is never logged or echoed)."""
-        authorize(credentials, x_request_id)
+        token = authorize(credentials, x_request_id)
+        by = await gate.writer(token, "login.link", body.on_behalf_of)
         event = await asyncio.to_thread(link_login, store(), body.person,
-                                        pseudonym.login(body.login.strip()), by=body.by)
+                                        pseudonym.login(body.login.strip()), by=by)
+        return {"seq": event.seq, "kind": event.kind, "recorded_at": event.recorded_at}
+
+    @router.post("/v1/logins/unlink", tags=["consents"], include_in_schema=True)
+    async def unlink(body: UnlinkRequest,
+                     credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                            Depends(_BEARER)],
+                     x_request_id: Annotated[str, Header(pattern=r"^[A-Za-z0-9._:-]{8,128}$")]
+                     ) -> dict[str, Any]:
+        """End the link of a citizen's login: that login then sees the "not linked" page.
+        The controller may unlink any login; a `records_consents` organization the logins its
+        tokens linked (any other answers 404, as a login that is not linked)."""
+        token = authorize(credentials, x_request_id)
+        by = await gate.writer(token, "login.unlink", body.on_behalf_of)
+        login_hash = pseudonym.login(body.login.strip())
+        history = await asyncio.to_thread(store().history, login_hash)
+        linked = await asyncio.to_thread(person_of_login, store(), login_hash)
+        current = [e for e in history if e.kind == LINKED][-1:] if linked else []
+        await gate.record(token, "login.unlink", "login linked with", "this value", current)
+        try:
+            event = await asyncio.to_thread(unlink_login, store(), login_hash, by=by)
+        except RegistryError as exc:  # unlinked meanwhile
+            if any(d.code == "unknown-reference" for d in exc.diagnostics):
+                raise HTTPException(404, "no login linked with `this value`") from None
+            raise
         return {"seq": event.seq, "kind": event.kind, "recorded_at": event.recorded_at}
 
     return router
