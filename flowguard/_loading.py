@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from flowguard._plain import plain_pydantic
 from flowguard._source import Document
 from flowguard.errors import Diagnostic
 from flowguard.model import SELECTOR_KEYS, Policy, Selector
@@ -47,9 +48,11 @@ class Collector:
         return any(d.severity == "error" for d in self.diagnostics)
 
     def add(self, doc: Document, path: Sequence[str | int], message: str, *,
-            hint: str | None = None, code: str = "invalid", severity: str = "error") -> None:
+            hint: str | None = None, code: str = "invalid", severity: str = "error",
+            at_key: bool = False) -> None:
         self.diagnostics.append(
-            doc.diagnostic(path, message, hint=hint, code=code, severity=severity)
+            doc.diagnostic(path, message, hint=hint, code=code, severity=severity,
+                           at_key=at_key)
         )
 
     def validate(self, doc: Document, path: tuple[str | int, ...], model: type[M],
@@ -58,7 +61,8 @@ class Collector:
         try:
             return model.model_validate(data)
         except ValidationError as exc:
-            for error in exc.errors(include_url=False, include_input=False):
+            errors = exc.errors(include_url=False, include_input=False)
+            for error in _without_cascade(model, errors):
                 self._pydantic_error(doc, path, model, error, what)
             return None
 
@@ -76,12 +80,11 @@ class Collector:
 
     def _pydantic_error(self, doc: Document, path: tuple[str | int, ...], model: type[BaseModel],
                         error: Any, what: str) -> None:
-        loc: tuple[str | int, ...] = tuple(
-            part for part in error["loc"] if not (isinstance(part, str) and "[" in part)
-        )
+        loc = _clean_loc(error["loc"])
         kind = error["type"]
-        field = ".".join(str(p) for p in loc)
+        field = ".".join(str(p + 1) if isinstance(p, int) else p for p in loc)
         hint = None
+        at_key = False
         if kind == "extra_forbidden":
             key = loc[-1] if loc else "?"
             known = _field_names(model, loc[:-1])
@@ -90,18 +93,15 @@ class Collector:
             )
             message = f"{what}: unknown key `{key}`"
             code = "unknown-key"
+            at_key = True
         elif kind == "missing":
             message = f"{what}: missing required key `{field}`"
             code = "missing"
-        elif kind == "timezone_aware":
-            message = (f"{what}: {field}: time has no zone: write it as RFC 3339 with Z or an "
-                       "offset")
-            code = "type"
         else:
-            text = str(error["msg"]).removeprefix("Value error, ")
-            message = f"{what}: {field + ': ' if field else ''}{text}"
-            code = "type" if "type" in kind or kind.endswith("_parsing") else "invalid"
-        self.add(doc, path + loc, message, hint=hint, code=code)
+            message = f"{what}: {field + ': ' if field else ''}{plain_pydantic(error)}"
+            code = "type" if "type" in kind or kind.endswith("_parsing") or \
+                kind == "timezone_aware" else "invalid"
+        self.add(doc, path + loc, message, hint=hint, code=code, at_key=at_key)
 
     def expect_mapping(self, doc: Document, path: tuple[str | int, ...], value: Any,
                        what: str) -> dict[Any, Any] | None:
@@ -132,6 +132,25 @@ class Collector:
         self.add(doc, path, f"unknown {what} `{value}`", hint=did_you_mean(value, known),
                  code="unknown-reference")
         return False
+
+
+def _clean_loc(loc: Sequence[Any]) -> tuple[str | int, ...]:
+    return tuple(part for part in loc if not (isinstance(part, str) and "[" in part))
+
+
+def _without_cascade(model: type[BaseModel], errors: list[Any]) -> list[Any]:
+    """One misspelled key is one error: drop "missing `sender`" when the same mapping has
+    an unknown key `sendr` that reads as it (the unknown key's error says "did you mean")."""
+    meant: set[tuple[str | int, ...]] = set()
+    for error in errors:
+        if error["type"] == "extra_forbidden":
+            loc = _clean_loc(error["loc"])
+            if loc:
+                match = closest(loc[-1], _field_names(model, loc[:-1]))
+                if match is not None:
+                    meant.add((*loc[:-1], match))
+    return [e for e in errors
+            if not (e["type"] == "missing" and _clean_loc(e["loc"]) in meant)]
 
 
 @cache

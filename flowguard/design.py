@@ -160,7 +160,8 @@ def load_design(path: str | Path, policy: Policy | None = None) -> LoadedDesign:
     for key in data:
         if key not in DESIGN_KEYS:
             collector.add(doc, (key,), f"unknown top-level key `{key}`",
-                          hint=did_you_mean(key, DESIGN_KEYS), code="unknown-key")
+                          hint=did_you_mean(key, DESIGN_KEYS), code="unknown-key",
+                             at_key=True)
     header = collector.validate(doc, ("design",), DesignHeader,
                                 {} if data.get("design") is None else data["design"], "design")
     holds: dict[str, tuple[str, ...]] = {}
