@@ -144,7 +144,8 @@ def _print_decision(decision: Decision) -> None:
 @click.option("--data", multiple=True, help="A data category; repeat or comma-separate.")
 @click.option("--purpose")
 @click.option("--subprocess")
-@click.option("--at", help="RFC 3339 time with a zone (default: now).")
+@click.option("--at", help="When the flow happens: a time with a zone "
+              "(2026-03-01T09:00:00Z) or a date (2026-03-01, 00:00 UTC); default: now.")
 @click.option("--json", "as_json", is_flag=True, help="Print the decision JSON (SPEC §6).")
 @audit_options
 def check(flow_file: str | None, policy_path: str, registry_path: str | None,
@@ -161,6 +162,8 @@ def check(flow_file: str | None, policy_path: str, registry_path: str | None,
     if data:
         given["data"] = [c.strip() for item in data for c in item.split(",") if c.strip()]
     try:
+        if at is not None:  # the same forms as --as-of: a time with a zone, or a date
+            given["at"] = parse_time(at, "--at")
         if flow_file is not None:
             if given:
                 raise FlowError([Diagnostic("give the flow as a file or as options, not both",

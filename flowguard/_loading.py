@@ -82,7 +82,7 @@ class Collector:
                         error: Any, what: str) -> None:
         loc = _clean_loc(error["loc"])
         kind = error["type"]
-        field = ".".join(str(p + 1) if isinstance(p, int) else p for p in loc)
+        field = field_text(loc)
         hint = None
         at_key = False
         if kind == "extra_forbidden":
@@ -95,7 +95,9 @@ class Collector:
             code = "unknown-key"
             at_key = True
         elif kind == "missing":
-            message = f"{what}: missing required key `{field}`"
+            parent = field_text(loc[:-1])
+            message = (f"{what}: {parent + ': ' if parent else ''}missing required key "
+                       f"`{loc[-1] if loc else field}`")
             code = "missing"
         else:
             message = f"{what}: {field + ': ' if field else ''}{plain_pydantic(error)}"
@@ -132,6 +134,29 @@ class Collector:
         self.add(doc, path, f"unknown {what} `{value}`", hint=did_you_mean(value, known),
                  code="unknown-reference")
         return False
+
+
+def field_text(loc: Sequence[str | int]) -> str:
+    """A place in a file for people: 1-based, an entry of a list by its noun
+    (`cases.2.flow.at` is `case 3: flow.at`, `data.0` is `data.1`)."""
+    groups: list[str] = []
+    current: list[str] = []
+    index = 0
+    while index < len(loc):
+        part = loc[index]
+        following = loc[index + 1] if index + 1 < len(loc) else None
+        if isinstance(part, str) and part.endswith("s") and isinstance(following, int):
+            if current:
+                groups.append(".".join(current))
+                current = []
+            groups.append(f"{part[:-1]} {following + 1}")
+            index += 2
+            continue
+        current.append(str(part + 1) if isinstance(part, int) else part)
+        index += 1
+    if current:
+        groups.append(".".join(current))
+    return ": ".join(groups)
 
 
 def _clean_loc(loc: Sequence[Any]) -> tuple[str | int, ...]:
