@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 from rich.markup import escape
-from rich.table import Table
+from rich.text import Text
 
 from flowguard import _cli_citizen  # noqa: F401  (adds `subject link`)
 from flowguard._cli_audit import audit, keys
@@ -29,6 +29,7 @@ from flowguard._cli_common import (
     out,
 )
 from flowguard._cli_design import COMMANDS as DESIGN_COMMANDS
+from flowguard._cli_help import whole_summaries
 from flowguard._cli_registry import consent, guardianship, parse_time, registry, subject
 from flowguard._cli_serve import serve, token
 from flowguard._cli_witness import audit_witness, witness
@@ -41,6 +42,7 @@ from flowguard.lint import lint
 from flowguard.model import Decision, Flow
 from flowguard.policy import load_policy
 from flowguard.registry import Registry, load_registry
+from flowguard.reports._fit import fitted_table
 from flowguard.schema import SCHEMAS, json_schema
 from flowguard.store import RegistryStore, init_database, open_registry, open_store, redact_url
 from flowguard.testing import SuiteResult, load_suite, run_suites
@@ -292,16 +294,13 @@ def demo(examples: str) -> None:
                 fail_input(exc)
             stores[suite.parent.name] = url
         for result in results:
-            table = Table(title=result.file, show_lines=False, expand=True)
-            table.add_column("case", ratio=3)
-            table.add_column("decision", ratio=1)
-            table.add_column("why, and what would make it lawful", ratio=5)
-            for r in result.results:
-                d = r.decision
-                colour = "green" if d.permit else "red"
-                table.add_row(cell(r.case.name), f"[{colour}]{d.decision}[/] {d.reason}",
-                              cell_lines("\n".join(explain(d))))
-            out.print(table)
+            # fits 80 columns (and a pipe) with no decision or id cut (issue 16)
+            rows = [(Text.from_markup(f"[{'green' if r.decision.permit else 'red'}]"
+                                      f"{r.decision.decision} {r.decision.reason}[/]\n")
+                     + cell(r.case.name),
+                     cell_lines("\n".join(explain(r.decision)))) for r in result.results]
+            out.print(fitted_table(out, ("case and decision", "why, and what would make it "
+                                         "lawful"), rows, title=result.file, ratios=(2, 5)))
         if "aalborg-aktiv" in stores:
             _demo_withdrawal(Path(examples) / "aalborg-aktiv", stores["aalborg-aktiv"])
     passed = sum(r.passed for r in results)
@@ -344,6 +343,7 @@ for _group in (registry, consent, subject, guardianship, serve, token, keys, aud
     cli.add_command(_group)
 cli.add_command(witness)
 audit.add_command(audit_witness)
+whole_summaries(cli)
 
 
 def main() -> None:

@@ -10,8 +10,12 @@ import shutil
 from pathlib import Path
 
 from click.testing import CliRunner, Result
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rich.text import Text
 
 from flowguard._cli import cli
+from flowguard.reports._fit import column_widths
 
 ROOT = Path(__file__).resolve().parent.parent
 HOME_CARE = ROOT / "policies" / "senior-home-care"
@@ -56,3 +60,64 @@ def test_check_at_accepts_a_date_like_as_of() -> None:
     bad = _check("--at", "01-03-2026")
     assert bad.exit_code == 2
     assert "--at" in bad.stderr and "2026-05-01" in bad.stderr
+
+
+# ------------------------------------------------------------------------- 80 columns
+
+def _words_whole(text: str, words: set[str]) -> None:
+    """Every one of `words` (ids, reason codes) appears whole somewhere, and no line is
+    wider than 80 columns or ends in an ellipsis."""
+    for line in text.splitlines():
+        assert len(line) <= 80, line
+        assert "…" not in line, line
+    flat = set(re.findall(r"[\w.\-]+", text))
+    missing = {w for w in words if w not in flat}
+    assert not missing, missing
+
+
+def test_demo_at_80_columns_keeps_every_decision_whole() -> None:
+    result = invoke("demo", "--examples", ROOT / "policies")
+    assert result.exit_code == 0, result.output
+    table = result.stdout.split("Consent and withdrawal")[0]
+    for line in table.splitlines():
+        assert len(line) <= 80, line
+        assert "…" not in line, line
+    for reason in ("PERMITTED", "CONSENT_MISSING", "NO_PERMIT_RULE"):
+        assert re.search(rf"\b(permit|deny) {reason}\b", table), reason
+
+
+def test_design_at_80_columns_never_breaks_an_id() -> None:
+    import yaml
+
+    result = invoke("design", HOME_CARE)
+    assert result.exit_code in (0, 1), result.output
+    design = yaml.safe_load((HOME_CARE / "design.yaml").read_text(encoding="utf-8"))
+    ids = {f["subprocess"] for f in design["flows"]} | {f["purpose"] for f in design["flows"]}
+    ids |= {c for f in design["flows"] for c in f["data"]}
+    assert "co-commissioning" in ids
+    _words_whole(result.stdout.split("\n", 1)[1], ids)
+
+
+def test_help_summaries_are_whole() -> None:
+    result = invoke("--help")
+    assert result.exit_code == 0
+    commands = result.stdout.split("Commands:")[1]
+    assert "Art.\n" not in commands and not re.search(r"Art\.\s*$", commands, re.M)
+    ropa = next(line for line in commands.splitlines() if line.strip().startswith("ropa"))
+    assert "records of processing" in ropa.lower() or "30" in ropa, ropa
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.text(alphabet="abc-. ", min_size=0, max_size=30), min_size=3,
+                         max_size=3), min_size=1, max_size=6),
+       st.integers(min_value=20, max_value=160))
+def test_fitted_columns_hold_every_word_within_the_width(rows: list[list[str]],
+                                                         width: int) -> None:
+    texts = [[Text(c) for c in row] for row in rows]
+    widths = column_widths(("a", "b", "c"), texts, width)
+    longest = [max([len(w) for row in rows for w in row[c].split()] + [1]) for c in range(3)]
+    if widths is None:
+        assert sum(longest) > width - 10
+    else:
+        assert sum(widths) + 10 <= width
+        assert all(w >= low for w, low in zip(widths, longest, strict=True))
