@@ -161,3 +161,16 @@ def plain_pydantic(error: Any) -> str:
     if text.startswith(("Input should", "Value should", "Input is", "Field required")):
         return "is not valid here"
     return text
+
+
+# ------------------------------------------------------------------------------ plurals
+
+
+def counted(number: int, noun: str, plural: str | None = None) -> str:
+    """`1 error`, `2 errors`, `1 entry`, `0 entries`: never `1 errors` or `error(s)`."""
+    if number == 1:
+        return f"{number} {noun}"
+    if plural is None:
+        plural = noun[:-1] + "ies" if noun.endswith("y") and noun[-2:-1] not in "aeiou" \
+            else noun + "s"
+    return f"{number} {plural}"

@@ -121,3 +121,19 @@ def test_fitted_columns_hold_every_word_within_the_width(rows: list[list[str]],
     else:
         assert sum(widths) + 10 <= width
         assert all(w >= low for w, low in zip(widths, longest, strict=True))
+
+
+def test_counts_say_one_error_not_one_errors(tmp_path: Path) -> None:
+    from flowguard._plain import counted
+
+    assert [counted(1, "error"), counted(2, "error"), counted(1, "entry"),
+            counted(0, "entry")] == ["1 error", "2 errors", "1 entry", "0 entries"]
+    bad = tmp_path / "policy.yaml"
+    bad.write_text((HOME_CARE / "policy.yaml").read_text(encoding="utf-8")
+                   .replace("\n  contact:", "\n  contakt:", 1), encoding="utf-8")
+    result = invoke("lint", bad)
+    assert result.stdout.strip().splitlines()[-1] == "1 error, 0 warnings", result.stdout
+    line = (HOME_CARE / "policy.yaml").read_text(encoding="utf-8").splitlines().index(
+        "  contact: " + "\"Visitationen, Nordby Kommune, telefon 70 10 20 30 (hverdage kl. 8-15), "
+        "eller skriv via Digital Post\"") + 1
+    assert f"{bad}:{line}:3: error: service: unknown key `contakt`" in result.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.markup import escape as escape_markup
 
+from flowguard._plain import counted
 from flowguard._terminal import safe
 from flowguard.analysis import (
     CHANGE_KINDS,
@@ -81,7 +82,8 @@ def _print_design(report: DesignReport, console: Console, *, verbose: bool,
             title="Design checks", ratios=(1, 1, 1, 4)))
     forms = consent_forms(report, language)
     if forms:
-        console.print(f"[bold]Consent plan[/]: {len(forms)} consent(s) to ask each citizen for")
+        console.print(f"[bold]Consent plan[/]: {counted(len(forms), 'consent')} to ask each "
+                      "citizen for")
         for form in forms:
             lines = form_paragraphs(form)
             console.print(f"\n[bold]{escape(lines[0])}[/]")
@@ -91,8 +93,8 @@ def _print_design(report: DesignReport, console: Console, *, verbose: bool,
                        if report.counts.get(o, 0))
     verdict = "[red]FAIL[/]" if report.failed else "[green]PASS[/]"
     console.print(f"\n{verdict} {len(report.flows)} flows: {counts}; "
-                  f"{len(report.plan)} consent(s) to collect; "
-                  f"{len(report.findings)} design finding(s)")
+                  f"{counted(len(report.plan), 'consent')} to collect; "
+                  f"{counted(len(report.findings), 'design finding')}")
 
 
 def print_diff(diff: PolicyDiff, console: Console) -> None:
@@ -116,7 +118,8 @@ def print_diff(diff: PolicyDiff, console: Console) -> None:
                      if values]
             console.print(f"  {escape(v.section)}: {escape('; '.join(parts))}")
     counts = diff.counts
-    console.print(f"\n{len(diff.changes)} statement(s); tuples widened {counts.get('widen', 0)}, "
+    console.print(f"\n{counted(len(diff.changes), 'statement')}; tuples widened "
+                  f"{counts.get('widen', 0)}, "
                   f"narrowed {counts.get('narrow', 0)}, basis changed {counts.get('basis', 0)}"
                   f", deny reason changed {counts.get('deny-reason', 0)}")
 
@@ -142,4 +145,5 @@ def print_reach(answer: ReachAnswer, console: Console) -> None:
           escape(subprocesses_text(r.subprocesses, order).removeprefix("at ")),
           escape(vocabulary.actors_text(r.senders, everyone="anyone")),
           escape(status_text(r.status))) for r in answer.rows]))
-    console.print(f"{len(answer.recipients)} recipient(s), {len(answer.rows)} row(s)")
+    console.print(f"{counted(len(answer.recipients), 'recipient')}, "
+                  f"{counted(len(answer.rows), 'row')}")
