@@ -137,3 +137,30 @@ def test_counts_say_one_error_not_one_errors(tmp_path: Path) -> None:
         "  contact: " + "\"Visitationen, Nordby Kommune, telefon 70 10 20 30 (hverdage kl. 8-15), "
         "eller skriv via Digital Post\"") + 1
     assert f"{bad}:{line}:3: error: service: unknown key `contakt`" in result.stderr
+
+
+def test_check_shows_the_art9_condition_the_json_has() -> None:
+    as_json = json.loads(_check("--at", "2026-03-01").stdout)
+    conditions = {c["basis"]["art9"] for c in as_json["categories"] if c.get("basis")}
+    assert conditions == {"health-care"}
+    args = [a for a in ("check", "-p", HOME_CARE, "-r", HOME_CARE / "consents.yaml",
+                        "--sender", "home-care-nurse", "--recipient", "gp",
+                        "--subject", "citizen-2001", "--data", "health",
+                        "--purpose", "treatment", "--subprocess", "co-delivery",
+                        "--at", "2026-03-01")]
+    text = invoke(*args, columns=200).stdout
+    permits = [line for line in text.splitlines() if line.strip().startswith("permit")]
+    assert permits and all("GDPR Art. 9(2) health-care" in line for line in permits), text
+
+
+def test_check_at_80_columns_cuts_nothing() -> None:
+    args = ("check", "-p", AALBORG, "-r", AALBORG / "consents.yaml",
+            "--sender", "job-consultant", "--recipient", "cafe-manager",
+            "--subject", "citizen-0609", "--data", "identity.name,work.preferences",
+            "--purpose", "job-matching.employer-contact", "--subprocess", "co-delivery",
+            "--at", "2026-03-01T10:00:00Z")
+    narrow, wide = invoke(*args).stdout, invoke(*args, columns=300).stdout
+    assert "…" not in narrow
+    # the same text, whatever the width: a decision is never cut to fit
+    assert narrow.split() == wide.split()
+    assert "DENY job-consultant → cafe-manager" in narrow
