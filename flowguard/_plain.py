@@ -174,3 +174,33 @@ def counted(number: int, noun: str, plural: str | None = None) -> str:
         plural = noun[:-1] + "ies" if noun.endswith("y") and noun[-2:-1] not in "aeiou" \
             else noun + "s"
     return f"{number} {plural}"
+
+
+# --------------------------------------------------------------------------------- JSON
+
+_JSON: dict[str, tuple[str, str]] = {
+    "Expecting ',' delimiter": ("a comma is missing between two entries",
+                                "separate entries with `,`: `{\"a\": 1, \"b\": 2}`"),
+    "Expecting ':' delimiter": ("a colon is missing after a key",
+                                "write `\"key\": value`"),
+    "Expecting property name enclosed in double quotes": (
+        "a key is not in double quotes, or a comma is left after the last entry",
+        "write keys as `\"key\"` and put no comma before `}`"),
+    "Expecting value": ("a value is missing or is not JSON",
+                        "write a value: \"text\", a number, true, false, null, [..] or {..}; "
+                        "no comma after the last item"),
+    "Unterminated string starting at": ("a text is not closed",
+                                        "end it with a double quote `\"`"),
+    "Extra data": ("more text after the end of the JSON value",
+                   "a file holds one JSON value: remove what follows it"),
+    "Invalid control character at": ("a line break or tab inside a text",
+                                     "write it as `\\n` or `\\t`"),
+}
+
+
+def plain_json(message: str) -> tuple[str, str | None]:
+    """A `json.JSONDecodeError` message in plain words, and what to write."""
+    for prefix, (text, hint) in _JSON.items():
+        if message.startswith(prefix):
+            return f"malformed JSON: {text}", hint
+    return f"malformed JSON: {message}", None

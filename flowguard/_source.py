@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from flowguard._plain import plain_yaml
+from flowguard._plain import plain_json, plain_yaml
 from flowguard.errors import Diagnostic
 
 MAX_FILE_BYTES = 16 * 1024 * 1024
@@ -288,9 +288,9 @@ def parse_documents(text: str, file: str, *, as_json: bool | None = None
             raise SourceError(Diagnostic("JSON nested too deeply", file, code="too-deep")) \
                 from None
         except json.JSONDecodeError as exc:
+            message, hint = plain_json(exc.msg)
             raise SourceError(
-                Diagnostic(f"malformed JSON: {exc.msg}", file, exc.lineno, exc.colno,
-                           code="json")
+                Diagnostic(message, file, exc.lineno, exc.colno, code="json", hint=hint)
             ) from None
         yield Document(file, data, text=text)
         return

@@ -120,3 +120,16 @@ def test_a_misspelled_registry_section_is_one_error(write: Write) -> None:
     with pytest.raises(RegistryError) as info:
         flowguard.load_registry(write("consents.yaml", text), policy)
     assert [d.message for d in info.value.diagnostics] == ["unknown top-level key `subjekts`"]
+
+
+def test_json_errors_in_plain_words(write: Write) -> None:
+    policy = flowguard.load_policy(write("policy.yaml", SMALL_POLICY))
+    text = '{"subjects": {"adult-1": {"birth_date": "1990-02-28"},}}\n'
+    with pytest.raises(RegistryError) as info:
+        flowguard.load_registry(write("consents.json", text), policy)
+    [d] = info.value.diagnostics
+    assert d.message == ("malformed JSON: a key is not in double quotes, or a comma is left "
+                         "after the last entry")
+    assert (d.line, d.column) == (1, text.index("}}") + 1)
+    assert d.hint and "no comma" in d.hint
+    assert "Expecting" not in d.render()
