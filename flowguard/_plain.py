@@ -117,6 +117,8 @@ _PLAIN: dict[str, str] = {
     "model_type": "expected a mapping: write `key: value` lines or `{key: value}`",
     "model_attributes_type": "expected a mapping: write `key: value` lines or `{key: value}`",
     "none_required": "must be empty (null)",
+    "extra_forbidden": "unknown key: remove it or check its spelling",
+    "missing": "required: this key must be given",
     "greater_than": "is too small",
     "greater_than_equal": "is too small",
     "less_than": "is too large",

@@ -28,6 +28,7 @@ _Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _constructor = yaml.constructor.SafeConstructor()
 
 Path_ = tuple[str | int, ...]
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
 
 
 class SourceError(Exception):
@@ -120,7 +121,15 @@ def _child(node: yaml.Node, step: str | int) -> yaml.Node | None:
 
 
 def _scalar(node: yaml.Node) -> Any:
-    return _constructor.construct_object(node, deep=True)
+    try:
+        return _constructor.construct_object(node, deep=True)
+    except ValueError:
+        if node.tag != _TIMESTAMP:
+            raise
+        # 2026-02-30 looks like a date but is none: kept as written, so that the field
+        # reports it with the format to write, together with every other bad date
+        value: str = node.value
+        return value
 
 
 def _check_events(text: str, file: str) -> int:

@@ -133,3 +133,18 @@ def test_json_errors_in_plain_words(write: Write) -> None:
     assert (d.line, d.column) == (1, text.index("}}") + 1)
     assert d.hint and "no comma" in d.hint
     assert "Expecting" not in d.render()
+
+
+def test_impossible_dates_are_all_reported_with_the_format(write: Write) -> None:
+    policy = flowguard.load_policy(write("policy.yaml", SMALL_POLICY))
+    text = (SMALL_REGISTRY.replace("1990-02-28", "1990-02-30")
+            .replace("given_at: 2026-02-01T00:00:00Z", "given_at: 2026-02-01T25:00:00Z")
+            + "  - {id: k-x, subject: adult-1, given_by: adult-1, given_at: 2026-01-01,\n"
+              "     recipients: [{organization: cafe}], data: [identity.name],\n"
+              "     purposes: [job-matching], evidence: {method: form, reference: 2026-13-45}}\n")
+    with pytest.raises(RegistryError) as info:
+        flowguard.load_registry(write("consents.yaml", text), policy)
+    rendered = [d.render() for d in info.value.diagnostics]
+    dates = [r for r in rendered if "write a date as 2026-03-01" in r]
+    assert len(dates) == 2, rendered
+    assert not any("2026-13-45" in r or "bad scalar" in r for r in rendered), rendered
