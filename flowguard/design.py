@@ -920,7 +920,8 @@ class _Analysis:
             findings.append(Finding(
                 "co-produced-without-citizen",
                 f"sub-process `{step}` is co-produced (done with the citizen), but none of its "
-                f"{len(flows)} flow(s) goes to or comes from the citizen's side: add the "
+                f"{len(flows)} {'flow' if len(flows) == 1 else 'flows'} goes to or comes from "
+                "the citizen's side: add the "
                 f"touchpoint (`from: citizen` or `to: citizen`), or mark the step "
                 "`co_produced: false` in the policy",
                 first.flow.id, first.where("subprocess"),
