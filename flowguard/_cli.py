@@ -43,7 +43,7 @@ from flowguard.lint import lint
 from flowguard.model import Decision, Flow
 from flowguard.policy import load_policy
 from flowguard.registry import Registry, load_registry
-from flowguard.reports._fit import fitted_table
+from flowguard.reports._fit import fitted_table, wrap_line
 from flowguard.schema import SCHEMAS, json_schema
 from flowguard.store import RegistryStore, init_database, open_registry, open_store, redact_url
 from flowguard.testing import SuiteResult, load_suite, run_suites
@@ -121,15 +121,20 @@ def _read_flows(source: str) -> tuple[list[Flow], bool]:
 def _print_decision(decision: Decision) -> None:
     f = decision.flow
     colour = "green" if decision.permit else "red"
-    out.print(f"[bold {colour}]{decision.decision.upper()}[/] "
-              f"{f.sender} → {f.recipient}  purpose {f.purpose} at {f.subprocess}  "
-              f"({f.at.isoformat().replace('+00:00', 'Z') if f.at else ''})")
-    for line in explain(decision):
-        out.print("  " + line, markup=False)
+    head = Text(wrap_line(f"{decision.decision.upper()} {f.sender} → {f.recipient}  purpose "
+                          f"{f.purpose} at {f.subprocess}  "
+                          f"({f.at.isoformat().replace('+00:00', 'Z') if f.at else ''})",
+                          out.width))
+    head.stylize(f"bold {colour}", 0, len(decision.decision))
+    out.print(head)
+    # wrapped at spaces to the terminal (80 columns when piped): no id broken (issue 16)
+    lines = list(explain(decision))
     if not decision.permit and decision.permitted:
-        out.print("  would be permitted alone: " + ", ".join(decision.permitted), markup=False)
+        lines.append("would be permitted alone: " + ", ".join(decision.permitted))
     if decision.obligations:
-        out.print("  obligations: " + "; ".join(decision.obligations), markup=False)
+        lines.append("obligations: " + "; ".join(decision.obligations))
+    for line in lines:
+        out.print(wrap_line(line, out.width, "  "), markup=False)
     out.print(f"  [dim]decision {decision.decision_id} · policy {decision.policy_digest}[/]")
 
 

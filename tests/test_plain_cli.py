@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from rich.text import Text
 
 from flowguard._cli import cli
-from flowguard.reports._fit import column_widths
+from flowguard.reports._fit import column_widths, wrap_line
 
 ROOT = Path(__file__).resolve().parent.parent
 HOME_CARE = ROOT / "policies" / "senior-home-care"
@@ -167,3 +167,12 @@ def test_check_at_80_columns_cuts_nothing() -> None:
 
     assert words(narrow) == words(wide)
     assert "DENY job-consultant → cafe-manager" in narrow
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab-.`  ", max_size=200), st.integers(min_value=10, max_value=100))
+def test_wrap_line_keeps_every_word_whole(text: str, width: int) -> None:
+    wrapped = wrap_line(text, width, "  ")
+    assert wrapped.split() == text.split()
+    for line in wrapped.split("\n"):
+        assert len(line) <= width or len(line.split()) == 1, (line, width)

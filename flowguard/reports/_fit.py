@@ -9,6 +9,7 @@ row is printed as a block of `column: value` lines instead.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from rich.cells import cell_len
@@ -93,3 +94,20 @@ def fitted_table(console: Console, headers: Sequence[str], rows: Sequence[Sequen
             block.append_text(value)
         lines.extend(block.wrap(console, max(console.width, 20), overflow="fold"))
     return Group(*lines)
+
+
+def wrap_line(text: str, width: int, indent: str = "") -> str:
+    """One line of plain text wrapped at spaces to `width`, continuation lines indented
+    under its text (`indent` plus its own leading spaces); a word (an id) is never broken,
+    even when it is longer than the line. Runs of spaces inside a line are kept."""
+    lead = text[: len(text) - len(text.lstrip(" "))]
+    hanging = indent + lead + "  "
+    lines: list[str] = []
+    current = indent + lead
+    for word in re.findall(r"\S+ *", text.lstrip(" ")):
+        if current.strip() and cell_len(current + word.rstrip()) > width:
+            lines.append(current.rstrip())
+            current = hanging
+        current += word
+    lines.append(current.rstrip())
+    return "\n".join(lines)
