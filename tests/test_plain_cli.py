@@ -176,3 +176,20 @@ def test_wrap_line_keeps_every_word_whole(text: str, width: int) -> None:
     assert wrapped.split() == text.split()
     for line in wrapped.split("\n"):
         assert len(line) <= width or len(line.split()) == 1, (line, width)
+
+
+SNAPSHOTS = Path(__file__).resolve().parent / "data" / "snapshots"
+
+
+def test_snapshot_of_the_design_report_at_80_columns() -> None:
+    """The whole 80-column report, as a person reads it piped or in a narrow terminal.
+    After an intended change: FLOWGUARD_UPDATE_SNAPSHOTS=1 pytest tests/test_plain_cli.py"""
+    import os
+
+    text = re.sub(r"sha256:[0-9a-f]{64}", "sha256:<digest>",
+                  invoke("design", HOME_CARE).stdout)
+    path = SNAPSHOTS / "design-senior-home-care-80.txt"
+    if os.environ.get("FLOWGUARD_UPDATE_SNAPSHOTS") == "1" or not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert text == path.read_text(encoding="utf-8")

@@ -87,12 +87,11 @@ def fitted_table(console: Console, headers: Sequence[str], rows: Sequence[Sequen
     if title:
         lines.append(Text(title, style="bold"))
     for row in texts:
-        block = Text()
-        block.append_text(row[0])
+        lines.append(Text(wrap_line(row[0].plain, console.width), style="bold"))
         for header, value in zip(headers[1:], row[1:], strict=True):
-            block.append(f"\n  {header}: ", style="dim")
-            block.append_text(value)
-        lines.extend(block.wrap(console, max(console.width, 20), overflow="fold"))
+            for part in value.plain.split("\n"):
+                lines.append(Text(wrap_line(f"{header}: {part}", console.width, "  ")))
+                header = " " * len(header)
     return Group(*lines)
 
 
