@@ -215,7 +215,7 @@ def _print_suite(result: SuiteResult, verbose: bool) -> None:
             out.print(f"[red]FAIL[/] {escape(where)}: case {r.number} {name}: "
                       + escape(safe("; ".join(r.problems))))
             for line in r.explanation:
-                out.print(f"       {safe(line)}", markup=False)
+                out.print(wrap_line(safe(line), out.width, "       "), markup=False)
 
 
 @cli.command("test")
