@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import gc
+import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
@@ -15,9 +16,10 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from flowguard._plain import plain_pydantic
 from flowguard._source import Document
 from flowguard.errors import Diagnostic
-from flowguard.model import SELECTOR_KEYS, Policy, Selector
+from flowguard.model import ID_PATTERN, MAX_ID_LENGTH, SELECTOR_KEYS, Policy, Selector
 
 M = TypeVar("M", bound=BaseModel)
+_ID = re.compile(ID_PATTERN)
 
 
 def closest(name: object, candidates: Iterable[str]) -> str | None:
@@ -123,7 +125,14 @@ class Collector:
     def expect_id(self, doc: Document, path: tuple[str | int, ...], key: Any,
                   what: str) -> bool:
         if isinstance(key, str) and key:
-            return True
+            if len(key) <= MAX_ID_LENGTH and _ID.fullmatch(key):
+                return True
+            # a bad id would otherwise fail only when the policy is built: an internal error
+            self.add(doc, path, f"{what} id {_describe(key)} is not a valid id", code="type",
+                     at_key=True,
+                     hint="write letters, digits and `_ . : @ + - /`, starting with a letter, "
+                          f"digit or `_`, at most {MAX_ID_LENGTH} characters")
+            return False
         self.add(doc, path, f"{what} id must be a string, not {_describe(key)}", code="type")
         return False
 

@@ -148,3 +148,12 @@ def test_impossible_dates_are_all_reported_with_the_format(write: Write) -> None
     dates = [r for r in rendered if "write a date as 2026-03-01" in r]
     assert len(dates) == 2, rendered
     assert not any("2026-13-45" in r or "bad scalar" in r for r in rendered), rendered
+
+
+@pytest.mark.parametrize("bad", ["volun|teer", "volun teer", "-volunteer"])
+def test_a_bad_id_is_an_error_at_its_key_not_an_internal_error(write: Write, bad: str) -> None:
+    text = SMALL_POLICY.replace("  volunteer:   {organization", f"  {bad}:   {{organization")
+    errors = _policy_errors(write, text)
+    [d] = [d for d in errors if "is not a valid id" in d.message]
+    assert (d.line, d.column) == (_line_of(text, bad), 3)
+    assert d.hint and "letters, digits" in d.hint
