@@ -87,8 +87,29 @@ def plain_yaml(problem: str, context: str | None, text: str | None, line: int, c
     if problem == "did not find expected node content":
         return ("malformed YAML: a value is missing here", at_line, at_column,
                 "write a value, or `null` for none")
-    context_text = f" {context}" if context else ""
-    return (f"malformed YAML: {problem}{context_text}{started}", at_line, at_column, None)
+    if problem == "did not find expected comment or line break":
+        return ("malformed YAML: `|` or `>` starts a block of text and must end its line",
+                at_line, at_column, "put a value that starts with `|` or `>` in quotes")
+    if problem == "block sequence entries are not allowed in this context":
+        return ("malformed YAML: a `- ` list item where a value was expected", at_line,
+                at_column, "start the list on the next line, indented under its key, or "
+                "put the value in quotes")
+    if problem.startswith("did not find expected alphabetic or numeric character"):
+        return ("malformed YAML: a value cannot start with `*` or `&`", at_line, at_column,
+                "put the value in quotes: `\"*name\"`")
+    if problem == "found unexpected ':'":
+        return ("malformed YAML: unexpected `:` in a value", at_line, at_column,
+                "put the value in quotes: `note: \"a: b\"`")
+    if problem.startswith("could not find expected directive name") or \
+            problem.startswith("found unknown escape character"):
+        return ("malformed YAML: a line cannot start with `%`" if "directive" in problem
+                else "malformed YAML: an unknown `\\` escape in a double-quoted text",
+                at_line, at_column, "put the value in quotes" if "directive" in problem
+                else "write `\\\\` for a backslash, or use single quotes")
+    # the rare rest: the place, and what usually causes it, not the parser's own words
+    return ("malformed YAML: the text here cannot be read" + started, at_line, at_column,
+            "check the indentation, the `: ` after each key, and put a value that starts "
+            "with a special character (`% @ * & ! | > [ {`) in quotes")
 
 
 # ---------------------------------------------------------------------------- pydantic

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import flowguard
 from flowguard import PolicyError, RegistryError
@@ -157,3 +159,29 @@ def test_a_bad_id_is_an_error_at_its_key_not_an_internal_error(write: Write, bad
     [d] = [d for d in errors if "is not a valid id" in d.message]
     assert (d.line, d.column) == (_line_of(text, bad), 3)
     assert d.hint and "letters, digits" in d.hint
+
+
+_PARSER_WORDS = re.compile(r"while scanning|while parsing|could not find|did not find|"
+                           r"found character|Input should|Value should|Expecting")
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(min_value=0, max_value=len(SMALL_POLICY)),
+                          st.sampled_from([" ", "\t", ":", "- ", "[", "{", "'", '"', "\n ",
+                                           "@", "`", "&a ", "*a", "!x ", "%", "|", ">", "\\",
+                                           "-", "|x"])),
+                min_size=1, max_size=2))
+def test_a_mistyped_policy_gets_plain_errors_never_a_crash(
+        write: Write, edits: list[tuple[int, str]]) -> None:
+    text = SMALL_POLICY
+    for at, insert in edits:
+        at = min(at, len(text))
+        text = text[:at] + insert + text[at:]
+    path = write("policy.yaml", text)
+    try:
+        flowguard.load_policy(path)
+    except PolicyError as exc:
+        for d in exc.diagnostics:
+            assert d.line is None or d.line >= 1
+            assert not _PARSER_WORDS.search(d.render()), d.render()
