@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 from rich.markup import escape
-from rich.table import Table
+from rich.text import Text
 
 from flowguard import _cli_citizen  # noqa: F401  (adds `subject link`)
 from flowguard._cli_audit import audit, keys
@@ -29,10 +29,12 @@ from flowguard._cli_common import (
     out,
 )
 from flowguard._cli_design import COMMANDS as DESIGN_COMMANDS
+from flowguard._cli_help import whole_summaries
 from flowguard._cli_registry import consent, guardianship, parse_time, registry, subject
 from flowguard._cli_serve import serve, token
 from flowguard._cli_witness import audit_witness, witness
 from flowguard._loading import Collector
+from flowguard._plain import counted
 from flowguard._source import SourceError, parse_documents, read_text
 from flowguard._terminal import cell, cell_lines, safe
 from flowguard.engine import Engine, as_flow, explain
@@ -41,6 +43,7 @@ from flowguard.lint import lint
 from flowguard.model import Decision, Flow
 from flowguard.policy import load_policy
 from flowguard.registry import Registry, load_registry
+from flowguard.reports._fit import fitted_table, wrap_line
 from flowguard.schema import SCHEMAS, json_schema
 from flowguard.store import RegistryStore, init_database, open_registry, open_store, redact_url
 from flowguard.testing import SuiteResult, load_suite, run_suites
@@ -118,15 +121,20 @@ def _read_flows(source: str) -> tuple[list[Flow], bool]:
 def _print_decision(decision: Decision) -> None:
     f = decision.flow
     colour = "green" if decision.permit else "red"
-    out.print(f"[bold {colour}]{decision.decision.upper()}[/] "
-              f"{f.sender} → {f.recipient}  purpose {f.purpose} at {f.subprocess}  "
-              f"({f.at.isoformat().replace('+00:00', 'Z') if f.at else ''})")
-    for line in explain(decision):
-        out.print("  " + line, markup=False)
+    head = Text(wrap_line(f"{decision.decision.upper()} {f.sender} → {f.recipient}  purpose "
+                          f"{f.purpose} at {f.subprocess}  "
+                          f"({f.at.isoformat().replace('+00:00', 'Z') if f.at else ''})",
+                          out.width))
+    head.stylize(f"bold {colour}", 0, len(decision.decision))
+    out.print(head)
+    # wrapped at spaces to the terminal (80 columns when piped): no id broken (issue 16)
+    lines = list(explain(decision))
     if not decision.permit and decision.permitted:
-        out.print("  would be permitted alone: " + ", ".join(decision.permitted), markup=False)
+        lines.append("would be permitted alone: " + ", ".join(decision.permitted))
     if decision.obligations:
-        out.print("  obligations: " + "; ".join(decision.obligations), markup=False)
+        lines.append("obligations: " + "; ".join(decision.obligations))
+    for line in lines:
+        out.print(wrap_line(line, out.width, "  "), markup=False)
     out.print(f"  [dim]decision {decision.decision_id} · policy {decision.policy_digest}[/]")
 
 
@@ -144,7 +152,8 @@ def _print_decision(decision: Decision) -> None:
 @click.option("--data", multiple=True, help="A data category; repeat or comma-separate.")
 @click.option("--purpose")
 @click.option("--subprocess")
-@click.option("--at", help="RFC 3339 time with a zone (default: now).")
+@click.option("--at", help="When the flow happens: a time with a zone "
+              "(2026-03-01T09:00:00Z) or a date (2026-03-01, 00:00 UTC); default: now.")
 @click.option("--json", "as_json", is_flag=True, help="Print the decision JSON (SPEC §6).")
 @audit_options
 def check(flow_file: str | None, policy_path: str, registry_path: str | None,
@@ -161,6 +170,8 @@ def check(flow_file: str | None, policy_path: str, registry_path: str | None,
     if data:
         given["data"] = [c.strip() for item in data for c in item.split(",") if c.strip()]
     try:
+        if at is not None:  # the same forms as --as-of: a time with a zone, or a date
+            given["at"] = parse_time(at, "--at")
         if flow_file is not None:
             if given:
                 raise FlowError([Diagnostic("give the flow as a file or as options, not both",
@@ -204,7 +215,7 @@ def _print_suite(result: SuiteResult, verbose: bool) -> None:
             out.print(f"[red]FAIL[/] {escape(where)}: case {r.number} {name}: "
                       + escape(safe("; ".join(r.problems))))
             for line in r.explanation:
-                out.print(f"       {safe(line)}", markup=False)
+                out.print(wrap_line(safe(line), out.width, "       "), markup=False)
 
 
 @cli.command("test")
@@ -252,7 +263,7 @@ def lint_command(policy_path: str, registry_path: str | None, strict: bool,
     else:
         for d in diagnostics:
             (err if d.severity == "error" else out).print(safe(d.render()), markup=False)
-        click.echo(f"{errors} errors, {warnings} warnings")
+        click.echo(f"{counted(errors, 'error')}, {counted(warnings, 'warning')}")
     sys.exit(EXIT_DENY if errors or (strict and warnings) else EXIT_OK)
 
 
@@ -289,16 +300,13 @@ def demo(examples: str) -> None:
                 fail_input(exc)
             stores[suite.parent.name] = url
         for result in results:
-            table = Table(title=result.file, show_lines=False, expand=True)
-            table.add_column("case", ratio=3)
-            table.add_column("decision", ratio=1)
-            table.add_column("why, and what would make it lawful", ratio=5)
-            for r in result.results:
-                d = r.decision
-                colour = "green" if d.permit else "red"
-                table.add_row(cell(r.case.name), f"[{colour}]{d.decision}[/] {d.reason}",
-                              cell_lines("\n".join(explain(d))))
-            out.print(table)
+            # fits 80 columns (and a pipe) with no decision or id cut (issue 16)
+            rows = [(Text.from_markup(f"[{'green' if r.decision.permit else 'red'}]"
+                                      f"{r.decision.decision} {r.decision.reason}[/]\n")
+                     + cell(r.case.name),
+                     cell_lines("\n".join(explain(r.decision)))) for r in result.results]
+            out.print(fitted_table(out, ("case and decision", "why, and what would make it "
+                                         "lawful"), rows, title=result.file, ratios=(2, 5)))
         if "aalborg-aktiv" in stores:
             _demo_withdrawal(Path(examples) / "aalborg-aktiv", stores["aalborg-aktiv"])
     passed = sum(r.passed for r in results)
@@ -341,6 +349,7 @@ for _group in (registry, consent, subject, guardianship, serve, token, keys, aud
     cli.add_command(_group)
 cli.add_command(witness)
 audit.add_command(audit_witness)
+whole_summaries(cli)
 
 
 def main() -> None:

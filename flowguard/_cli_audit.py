@@ -24,6 +24,7 @@ from rich.table import Table
 from flowguard._cli_common import EXIT_DENY, err, fail_input, out
 from flowguard._cli_registry import parse_time
 from flowguard._cli_witness import witness_quorum_options
+from flowguard._plain import counted
 from flowguard._terminal import cell, safe, safe_json, safe_lines
 from flowguard.errors import Diagnostic, InputError
 from flowguard.store._db import redact_url
@@ -404,7 +405,8 @@ def _export_lines(path: str) -> list[bytes]:
 
 
 def _print_verified(report: Any) -> None:
-    out.print(f"OK: {report.size} entries verified, root {report.root_base64}", markup=False)
+    out.print(f"OK: {counted(report.size, 'entry')} verified, root {report.root_base64}",
+              markup=False)
     if report.checkpoints:
         out.print(f"  {report.checkpoints} checkpoints of {report.origin} verified (latest "
                   f"at {report.latest_checkpoint} entries; signed by "
@@ -413,8 +415,8 @@ def _print_verified(report: Any) -> None:
     else:
         out.print("  the log has no signed checkpoint yet", markup=False)
     if report.unsigned:
-        out.print(f"  {report.unsigned} entries after the latest checkpoint are not signed "
-                  "for yet", markup=False)
+        out.print(f"  {counted(report.unsigned, 'entry')} after the latest checkpoint "
+                  f"{'is' if report.unsigned == 1 else 'are'} not signed for yet", markup=False)
     if report.since is not None:
         out.print(f"  the log extends the kept checkpoint of {report.since} entries",
                   markup=False)
@@ -644,7 +646,7 @@ def audit_show(audit_url: str, since: str | None, until: str | None, outcome: st
             count += 1
             table.add_row(*(cell(value) for value in _row(index, entry)))
         out.print(table)
-        out.print(f"{count} entries", markup=False)
+        out.print(counted(count, "entry"), markup=False)
 
 
 def _show_json(found: Iterator[tuple[int, dict[str, Any]]]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import gc
+import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
@@ -12,11 +13,13 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from flowguard._plain import plain_pydantic
 from flowguard._source import Document
 from flowguard.errors import Diagnostic
-from flowguard.model import SELECTOR_KEYS, Policy, Selector
+from flowguard.model import ID_PATTERN, MAX_ID_LENGTH, SELECTOR_KEYS, Policy, Selector
 
 M = TypeVar("M", bound=BaseModel)
+_ID = re.compile(ID_PATTERN)
 
 
 def closest(name: object, candidates: Iterable[str]) -> str | None:
@@ -47,9 +50,11 @@ class Collector:
         return any(d.severity == "error" for d in self.diagnostics)
 
     def add(self, doc: Document, path: Sequence[str | int], message: str, *,
-            hint: str | None = None, code: str = "invalid", severity: str = "error") -> None:
+            hint: str | None = None, code: str = "invalid", severity: str = "error",
+            at_key: bool = False) -> None:
         self.diagnostics.append(
-            doc.diagnostic(path, message, hint=hint, code=code, severity=severity)
+            doc.diagnostic(path, message, hint=hint, code=code, severity=severity,
+                           at_key=at_key)
         )
 
     def validate(self, doc: Document, path: tuple[str | int, ...], model: type[M],
@@ -58,7 +63,8 @@ class Collector:
         try:
             return model.model_validate(data)
         except ValidationError as exc:
-            for error in exc.errors(include_url=False, include_input=False):
+            errors = exc.errors(include_url=False, include_input=False)
+            for error in _without_cascade(model, errors):
                 self._pydantic_error(doc, path, model, error, what)
             return None
 
@@ -76,12 +82,11 @@ class Collector:
 
     def _pydantic_error(self, doc: Document, path: tuple[str | int, ...], model: type[BaseModel],
                         error: Any, what: str) -> None:
-        loc: tuple[str | int, ...] = tuple(
-            part for part in error["loc"] if not (isinstance(part, str) and "[" in part)
-        )
+        loc = _clean_loc(error["loc"])
         kind = error["type"]
-        field = ".".join(str(p) for p in loc)
+        field = field_text(loc)
         hint = None
+        at_key = False
         if kind == "extra_forbidden":
             key = loc[-1] if loc else "?"
             known = _field_names(model, loc[:-1])
@@ -90,18 +95,17 @@ class Collector:
             )
             message = f"{what}: unknown key `{key}`"
             code = "unknown-key"
+            at_key = True
         elif kind == "missing":
-            message = f"{what}: missing required key `{field}`"
+            parent = field_text(loc[:-1])
+            message = (f"{what}: {parent + ': ' if parent else ''}missing required key "
+                       f"`{loc[-1] if loc else field}`")
             code = "missing"
-        elif kind == "timezone_aware":
-            message = (f"{what}: {field}: time has no zone: write it as RFC 3339 with Z or an "
-                       "offset")
-            code = "type"
         else:
-            text = str(error["msg"]).removeprefix("Value error, ")
-            message = f"{what}: {field + ': ' if field else ''}{text}"
-            code = "type" if "type" in kind or kind.endswith("_parsing") else "invalid"
-        self.add(doc, path + loc, message, hint=hint, code=code)
+            message = f"{what}: {field + ': ' if field else ''}{plain_pydantic(error)}"
+            code = "type" if "type" in kind or kind.endswith("_parsing") or \
+                kind == "timezone_aware" else "invalid"
+        self.add(doc, path + loc, message, hint=hint, code=code, at_key=at_key)
 
     def expect_mapping(self, doc: Document, path: tuple[str | int, ...], value: Any,
                        what: str) -> dict[Any, Any] | None:
@@ -121,7 +125,14 @@ class Collector:
     def expect_id(self, doc: Document, path: tuple[str | int, ...], key: Any,
                   what: str) -> bool:
         if isinstance(key, str) and key:
-            return True
+            if len(key) <= MAX_ID_LENGTH and _ID.fullmatch(key):
+                return True
+            # a bad id would otherwise fail only when the policy is built: an internal error
+            self.add(doc, path, f"{what} id {_describe(key)} is not a valid id", code="type",
+                     at_key=True,
+                     hint="write letters, digits and `_ . : @ + - /`, starting with a letter, "
+                          f"digit or `_`, at most {MAX_ID_LENGTH} characters")
+            return False
         self.add(doc, path, f"{what} id must be a string, not {_describe(key)}", code="type")
         return False
 
@@ -132,6 +143,48 @@ class Collector:
         self.add(doc, path, f"unknown {what} `{value}`", hint=did_you_mean(value, known),
                  code="unknown-reference")
         return False
+
+
+def field_text(loc: Sequence[str | int]) -> str:
+    """A place in a file for people: 1-based, an entry of a list by its noun
+    (`cases.2.flow.at` is `case 3: flow.at`, `data.0` is `data.1`)."""
+    groups: list[str] = []
+    current: list[str] = []
+    index = 0
+    while index < len(loc):
+        part = loc[index]
+        following = loc[index + 1] if index + 1 < len(loc) else None
+        if isinstance(part, str) and part.endswith("s") and isinstance(following, int):
+            if current:
+                groups.append(".".join(current))
+                current = []
+            groups.append(f"{part[:-1]} {following + 1}")
+            index += 2
+            continue
+        current.append(str(part + 1) if isinstance(part, int) else part)
+        index += 1
+    if current:
+        groups.append(".".join(current))
+    return ": ".join(groups)
+
+
+def _clean_loc(loc: Sequence[Any]) -> tuple[str | int, ...]:
+    return tuple(part for part in loc if not (isinstance(part, str) and "[" in part))
+
+
+def _without_cascade(model: type[BaseModel], errors: list[Any]) -> list[Any]:
+    """One misspelled key is one error: drop "missing `sender`" when the same mapping has
+    an unknown key `sendr` that reads as it (the unknown key's error says "did you mean")."""
+    meant: set[tuple[str | int, ...]] = set()
+    for error in errors:
+        if error["type"] == "extra_forbidden":
+            loc = _clean_loc(error["loc"])
+            if loc:
+                match = closest(loc[-1], _field_names(model, loc[:-1]))
+                if match is not None:
+                    meant.add((*loc[:-1], match))
+    return [e for e in errors
+            if not (e["type"] == "missing" and _clean_loc(e["loc"]) in meant)]
 
 
 @cache

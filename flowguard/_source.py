@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from flowguard._plain import plain_json, plain_yaml
 from flowguard.errors import Diagnostic
 
 MAX_FILE_BYTES = 16 * 1024 * 1024
@@ -27,6 +28,7 @@ _Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _constructor = yaml.constructor.SafeConstructor()
 
 Path_ = tuple[str | int, ...]
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
 
 
 class SourceError(Exception):
@@ -43,9 +45,13 @@ class Document:
     data: Any
     node: yaml.Node | None = None
     text: str | None = None
+    # a misspelled top-level key read as the one meant: meant -> as written (for positions)
+    aliases: dict[str | int, str | int] = field(default_factory=dict)
 
-    def position(self, path: Sequence[str | int]) -> tuple[int | None, int | None]:
-        """1-based line and column of the value at `path`, or of its closest ancestor."""
+    def position(self, path: Sequence[str | int], *, at_key: bool = False
+                 ) -> tuple[int | None, int | None]:
+        """1-based line and column of the value at `path`, or of its closest ancestor;
+        `at_key`: of the key of the last step (an unknown key is pointed at, not its value)."""
         node = self.node
         if node is None and self.text is not None:
             try:
@@ -56,7 +62,14 @@ class Document:
         if node is None:
             return None, None
         best = node
-        for step in path:
+        if path and path[0] in self.aliases:
+            path = (self.aliases[path[0]], *path[1:])
+        for index, step in enumerate(path):
+            if at_key and index == len(path) - 1 and isinstance(best, yaml.MappingNode):
+                key_node = _key(best, step)
+                if key_node is not None:
+                    best = key_node
+                    break
             nxt = _child(best, step)
             if nxt is None:
                 break
@@ -71,8 +84,9 @@ class Document:
         hint: str | None = None,
         severity: str = "error",
         code: str = "invalid",
+        at_key: bool = False,
     ) -> Diagnostic:
-        line, column = self.position(path)
+        line, column = self.position(path, at_key=at_key)
         return Diagnostic(
             message=message,
             file=self.file,
@@ -82,6 +96,14 @@ class Document:
             severity="warning" if severity == "warning" else "error",
             code=code,
         )
+
+
+def _key(node: yaml.MappingNode, step: str | int) -> yaml.Node | None:
+    for key, _value in node.value:
+        if isinstance(key, yaml.ScalarNode) and _scalar(key) == step:
+            found: yaml.Node = key
+            return found
+    return None
 
 
 def _child(node: yaml.Node, step: str | int) -> yaml.Node | None:
@@ -99,7 +121,15 @@ def _child(node: yaml.Node, step: str | int) -> yaml.Node | None:
 
 
 def _scalar(node: yaml.Node) -> Any:
-    return _constructor.construct_object(node, deep=True)
+    try:
+        return _constructor.construct_object(node, deep=True)
+    except ValueError:
+        if node.tag != _TIMESTAMP:
+            raise
+        # 2026-02-30 looks like a date but is none: kept as written, so that the field
+        # reports it with the format to write, together with every other bad date
+        value: str = node.value
+        return value
 
 
 def _check_events(text: str, file: str) -> int:
@@ -137,27 +167,27 @@ def _check_events(text: str, file: str) -> int:
             elif isinstance(event, yaml.DocumentStartEvent):
                 documents += 1
     except yaml.MarkedYAMLError as exc:
-        raise SourceError(_yaml_diagnostic(exc, file)) from None
+        raise SourceError(_yaml_diagnostic(exc, file, text)) from None
     except yaml.YAMLError as exc:
         raise SourceError(Diagnostic(f"malformed YAML: {exc}", file, code="yaml")) from None
     return documents
 
 
-def _yaml_diagnostic(exc: yaml.MarkedYAMLError, file: str) -> Diagnostic:
+def _yaml_diagnostic(exc: yaml.MarkedYAMLError, file: str, text: str | None = None
+                     ) -> Diagnostic:
     mark = exc.problem_mark or exc.context_mark
     problem = exc.problem or "malformed YAML"
-    context = f" {exc.context}" if exc.context else ""
+    if mark is None:
+        return Diagnostic(f"malformed YAML: {problem}", file, code="yaml")
+    # newer libyaml builds stop deep nesting themselves, before our own check
+    if "nesting depth" in problem:
+        return Diagnostic(f"malformed YAML: {problem}", file, mark.line + 1, mark.column + 1,
+                          code="too-deep")
     opened = exc.context_mark
-    if opened is not None and mark is not None and opened.line != mark.line:
-        context += f" started at line {opened.line + 1}, column {opened.column + 1}"
-    return Diagnostic(
-        f"malformed YAML: {problem}{context}",
-        file,
-        mark.line + 1 if mark else None,
-        mark.column + 1 if mark else None,
-        # newer libyaml builds stop deep nesting themselves, before our own check
-        code="too-deep" if "nesting depth" in problem else "yaml",
-    )
+    message, line, column, hint = plain_yaml(
+        problem, exc.context, text, mark.line, mark.column,
+        (opened.line, opened.column) if opened is not None else None)
+    return Diagnostic(message, file, line, column, code="yaml", hint=hint)
 
 
 class _DuplicateKey(ValueError):
@@ -176,7 +206,7 @@ def _compose_checked(text: str, file: str) -> yaml.Node | None:
     try:
         node: yaml.Node | None = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
-        raise SourceError(_yaml_diagnostic(exc, file)) from None
+        raise SourceError(_yaml_diagnostic(exc, file, text)) from None
     return node
 
 
@@ -185,7 +215,7 @@ def _compose_all_checked(text: str, file: str) -> list[yaml.Node]:
     try:
         return [n for n in yaml.compose_all(text, Loader=_Loader) if n is not None]
     except yaml.MarkedYAMLError as exc:
-        raise SourceError(_yaml_diagnostic(exc, file)) from None
+        raise SourceError(_yaml_diagnostic(exc, file, text)) from None
 
 
 def _to_python(node: yaml.Node, file: str) -> Any:
@@ -267,9 +297,9 @@ def parse_documents(text: str, file: str, *, as_json: bool | None = None
             raise SourceError(Diagnostic("JSON nested too deeply", file, code="too-deep")) \
                 from None
         except json.JSONDecodeError as exc:
+            message, hint = plain_json(exc.msg)
             raise SourceError(
-                Diagnostic(f"malformed JSON: {exc.msg}", file, exc.lineno, exc.colno,
-                           code="json")
+                Diagnostic(message, file, exc.lineno, exc.colno, code="json", hint=hint)
             ) from None
         yield Document(file, data, text=text)
         return

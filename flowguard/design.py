@@ -160,7 +160,8 @@ def load_design(path: str | Path, policy: Policy | None = None) -> LoadedDesign:
     for key in data:
         if key not in DESIGN_KEYS:
             collector.add(doc, (key,), f"unknown top-level key `{key}`",
-                          hint=did_you_mean(key, DESIGN_KEYS), code="unknown-key")
+                          hint=did_you_mean(key, DESIGN_KEYS), code="unknown-key",
+                             at_key=True)
     header = collector.validate(doc, ("design",), DesignHeader,
                                 {} if data.get("design") is None else data["design"], "design")
     holds: dict[str, tuple[str, ...]] = {}
@@ -919,7 +920,8 @@ class _Analysis:
             findings.append(Finding(
                 "co-produced-without-citizen",
                 f"sub-process `{step}` is co-produced (done with the citizen), but none of its "
-                f"{len(flows)} flow(s) goes to or comes from the citizen's side: add the "
+                f"{len(flows)} {'flow' if len(flows) == 1 else 'flows'} goes to or comes from "
+                "the citizen's side: add the "
                 f"touchpoint (`from: citizen` or `to: citizen`), or mark the step "
                 "`co_produced: false` in the policy",
                 first.flow.id, first.where("subprocess"),

@@ -1169,7 +1169,10 @@ def explain(decision: Decision) -> list[str]:
     lines = []
     for c in decision.categories:
         mark = "permit" if c.decision == "permit" else "deny  "
-        lines.append(f"{mark} {c.category}: {c.reasons[0].message}")
+        # the Art. 9(2) condition a special category relied on, as --json has it (issue 16)
+        art9 = f", GDPR Art. 9(2) {c.basis.art9}" if c.basis is not None and c.basis.art9 \
+            else ""
+        lines.append(f"{mark} {c.category}: {c.reasons[0].message}{art9}")
         for extra in c.reasons[1:]:
             lines.append(f"         also: {extra.message}")
         if c.remedy is not None and c.decision == "deny":

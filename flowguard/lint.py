@@ -112,8 +112,9 @@ class _Analysis:
             if recipients and all(any(r in f[1] and leaf in f[2] for f in covering)
                                   for r in recipients for leaf in leaves):
                 names = ", ".join(sorted(f[0].id for f in covering))
+                noun = "rule" if len(covering) == 1 else "rules"
                 self.warn("rules", rule.id, f"permit `{rule.id}` is entirely shadowed by forbid "
-                          f"rule(s) {names}: it can never permit anything", "shadowed")
+                          f"{noun} {names}: it can never permit anything", "shadowed")
 
     def _unused(self) -> None:
         rules = self.policy.rules

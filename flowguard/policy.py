@@ -9,7 +9,13 @@ from typing import Any
 from pydantic import BaseModel
 
 from flowguard._hierarchy import Hierarchy
-from flowguard._loading import Collector, PolicyVocabulary, check_selector, did_you_mean
+from flowguard._loading import (
+    Collector,
+    PolicyVocabulary,
+    check_selector,
+    closest,
+    did_you_mean,
+)
 from flowguard._source import Document, SourceError, load_documents
 from flowguard.errors import Diagnostic, PolicyError
 from flowguard.model import (
@@ -136,8 +142,16 @@ class _PolicyLoader:
         for key, value in data.items():
             if key not in POLICY_KEYS:
                 self.out.add(doc, (key,), f"unknown top-level key `{key}`",
-                             hint=did_you_mean(key, POLICY_KEYS), code="unknown-key")
-            elif key in _MAP_SECTIONS:
+                             hint=did_you_mean(key, POLICY_KEYS), code="unknown-key",
+                             at_key=True)
+                # read a misspelled section as the one meant, so that one typo is one
+                # error, not one more per reference into the section
+                meant = closest(key, POLICY_KEYS)
+                if meant is None or meant in data:
+                    continue
+                doc.aliases[meant] = key
+                key = meant
+            if key in _MAP_SECTIONS:
                 self._map_section(doc, key, value)
             elif key == "rules":
                 self._rules(doc, value)

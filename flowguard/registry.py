@@ -16,6 +16,7 @@ from flowguard._loading import (
     Collector,
     PolicyVocabulary,
     check_selector,
+    closest,
     did_you_mean,
     gc_paused,
 )
@@ -187,6 +188,8 @@ class _RegistryLoader:
         self.policy = policy
         self.known_subject = known_subject
         self.subjects: dict[str, Subject] = {}
+        # declared, but with an error of its own (reported once, not again per reference)
+        self.invalid_subjects: set[str] = set()
         self.guardianships: list[Guardianship] = []
         self.consents: list[Consent] = []
         self.where: dict[tuple[str, str], tuple[Document, tuple[str | int, ...]]] = {}
@@ -201,8 +204,16 @@ class _RegistryLoader:
         for key, value in doc.data.items():
             if key not in REGISTRY_SECTIONS:
                 self.out.add(doc, (key,), f"unknown top-level key `{key}`",
-                             hint=did_you_mean(key, REGISTRY_SECTIONS), code="unknown-key")
-            elif key == "subjects":
+                             hint=did_you_mean(key, REGISTRY_SECTIONS), code="unknown-key",
+                             at_key=True)
+                # read a misspelled section as the one meant, so that one typo is one
+                # error, not one more per reference into the section
+                meant = closest(key, REGISTRY_SECTIONS)
+                if meant is None or meant in doc.data:
+                    continue
+                doc.aliases[meant] = key
+                key = meant
+            if key == "subjects":
                 self._subjects(doc, value)
             else:
                 self._records(doc, key, value)
@@ -225,6 +236,8 @@ class _RegistryLoader:
             elif subject is not None:
                 self.subjects[subject_id] = subject
                 self.where[("subjects", subject_id)] = (doc, path)
+            else:
+                self.invalid_subjects.add(subject_id)
 
     def _records(self, doc: Document, section: str, value: Any) -> None:
         items = self.out.expect_list(doc, (section,), value, section)
@@ -296,7 +309,7 @@ class _RegistryLoader:
 
     def _known_subject(self, doc: Document, path: tuple[str | int, ...], subject_id: str,
                        what: str) -> None:
-        if subject_id not in self.subjects and not (
+        if subject_id not in self.subjects and subject_id not in self.invalid_subjects and not (
                 self.known_subject is not None and self.known_subject(subject_id)):
             self.out.diagnostics.append(
                 doc.diagnostic(path, f"{what}: its subject is not declared under `subjects`"

@@ -160,7 +160,7 @@ def test_who_and_what_commands(write: Write) -> None:
     policy = write("p/policy.yaml", SMALL_POLICY)
     result = ok(invoke("who-can-receive", "health", "-p", policy), 0)
     assert result.stdout.startswith("Who can receive health")
-    assert result.stdout.rstrip().endswith("2 recipient(s), 2 row(s)")
+    assert result.stdout.rstrip().endswith("2 recipients, 2 rows")
     document = json.loads(ok(invoke("who-can-receive", "health.medication", "-p", policy,
                                     "--json", "--purpose", "job-matching"), 0).stdout)
     assert document["recipients"] == ["cafe-manager", "case-worker"]

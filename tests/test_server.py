@@ -242,6 +242,10 @@ def test_validation_errors_name_json_paths_and_never_echo_input(served: Served,
     assert {"$.colour", "$.at"} <= paths
     assert "citizen-0042" not in response.text
     assert "yesterday" not in response.text
+    # in plain words, with the format to write, not pydantic's (issue 16)
+    messages = {p["path"]: p["message"] for p in response.json()["detail"]}
+    assert "write a date as 2026-03-01" in messages["$.at"], messages
+    assert "Input should" not in response.text and "Extra inputs" not in response.text
 
 
 def test_an_unreadable_registry_denies_never_permits(served: Served, setup: Setup) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.markup import escape as escape_markup
-from rich.table import Table
 
+from flowguard._plain import counted
 from flowguard._terminal import safe
 from flowguard.analysis import (
     CHANGE_KINDS,
@@ -27,6 +27,7 @@ from flowguard.reports._common import (
     grantors_line,
     service_title,
 )
+from flowguard.reports._fit import fitted_table
 from flowguard.reports.forms import consent_forms, form_paragraphs
 
 
@@ -42,19 +43,28 @@ def _outcome(outcome: str) -> str:
 
 def print_design(report: DesignReport, console: Console, *, verbose: bool = False,
                  language: str | None = None) -> None:
+    # wrapped here at spaces, ids whole, rather than cut by the terminal mid-word (issue 16)
+    soft_wrap = console.soft_wrap
+    console.soft_wrap = False
+    try:
+        _print_design(report, console, verbose=verbose, language=language)
+    finally:
+        console.soft_wrap = soft_wrap
+
+
+def _print_design(report: DesignReport, console: Console, *, verbose: bool,
+                  language: str | None) -> None:
     policy = report.policy
     header = report.design.design
     name = header.name or header.service or "flow design"
     console.print(f"[bold]Flow design[/] {escape(name)} · policy {escape(service_title(policy))}"
                   f" [dim]{policy.digest}[/]")
-    table = Table(show_lines=False, expand=False)
-    for column in ("flow", "step", "from → to", "data", "purpose", "outcome"):
-        table.add_column(column, overflow="fold")
-    for r in report.flows:
-        f = r.flow
-        table.add_row(escape(f.id), escape(f.subprocess), escape(f"{f.sender} → {f.recipient}"),
-                      escape(", ".join(f.data)), escape(f.purpose), _outcome(r.outcome))
-    console.print(table)
+    # ids are never broken: a table that fits the terminal, or a block per flow (issue 16)
+    console.print(fitted_table(
+        console, ("flow", "step", "from → to", "data", "purpose", "outcome"),
+        [(escape(f.id), escape(f.subprocess), escape(f"{f.sender} → {f.recipient}"),
+          escape(", ".join(f.data)), escape(f.purpose), _outcome(r.outcome))
+         for r in report.flows for f in (r.flow,)]))
     console.print("[bold]Why[/]" + ("" if verbose else " (lawful flows: --verbose)"))
     for r in report.flows:
         if r.outcome == "lawful" and not verbose:
@@ -65,16 +75,15 @@ def print_design(report: DesignReport, console: Console, *, verbose: bool = Fals
     if report.plan:
         console.print("  " + escape(grantors_line(report)))
     if report.findings:
-        findings = Table(title="Design checks", expand=False)
-        for column in ("check", "flow", "line", "finding"):
-            findings.add_column(column, overflow="fold")
-        for x in report.findings:
-            findings.add_row(f"[yellow]⚠ {escape(x.check)}[/]", escape(x.flow or ""),
-                             str(x.position[0] or ""), escape(x.message))
-        console.print(findings)
+        console.print(fitted_table(
+            console, ("check", "flow", "line", "finding"),
+            [(f"[yellow]⚠ {escape(x.check)}[/]", escape(x.flow or ""),
+              str(x.position[0] or ""), escape(x.message)) for x in report.findings],
+            title="Design checks", ratios=(1, 1, 1, 4)))
     forms = consent_forms(report, language)
     if forms:
-        console.print(f"[bold]Consent plan[/]: {len(forms)} consent(s) to ask each citizen for")
+        console.print(f"[bold]Consent plan[/]: {counted(len(forms), 'consent')} to ask each "
+                      "citizen for")
         for form in forms:
             lines = form_paragraphs(form)
             console.print(f"\n[bold]{escape(lines[0])}[/]")
@@ -84,8 +93,8 @@ def print_design(report: DesignReport, console: Console, *, verbose: bool = Fals
                        if report.counts.get(o, 0))
     verdict = "[red]FAIL[/]" if report.failed else "[green]PASS[/]"
     console.print(f"\n{verdict} {len(report.flows)} flows: {counts}; "
-                  f"{len(report.plan)} consent(s) to collect; "
-                  f"{len(report.findings)} design finding(s)")
+                  f"{counted(len(report.plan), 'consent')} to collect; "
+                  f"{counted(len(report.findings), 'design finding')}")
 
 
 def print_diff(diff: PolicyDiff, console: Console) -> None:
@@ -109,7 +118,8 @@ def print_diff(diff: PolicyDiff, console: Console) -> None:
                      if values]
             console.print(f"  {escape(v.section)}: {escape('; '.join(parts))}")
     counts = diff.counts
-    console.print(f"\n{len(diff.changes)} statement(s); tuples widened {counts.get('widen', 0)}, "
+    console.print(f"\n{counted(len(diff.changes), 'statement')}; tuples widened "
+                  f"{counts.get('widen', 0)}, "
                   f"narrowed {counts.get('narrow', 0)}, basis changed {counts.get('basis', 0)}"
                   f", deny reason changed {counts.get('deny-reason', 0)}")
 
@@ -127,15 +137,13 @@ def print_reach(answer: ReachAnswer, console: Console) -> None:
     if not answer.rows:
         console.print("nothing: no rule lets it through for any consent")
         return
-    table = Table(expand=False)
-    for column in ("recipient", "categories", "purposes", "sub-processes", "from", "how"):
-        table.add_column(column, overflow="fold")
     order = list(policy.subprocesses)
-    for r in answer.rows:
-        table.add_row(escape(r.recipient), escape(", ".join(r.categories)),
-                      escape(purposes_text(r.purposes, policy).removeprefix("for ")),
-                      escape(subprocesses_text(r.subprocesses, order).removeprefix("at ")),
-                      escape(vocabulary.actors_text(r.senders, everyone="anyone")),
-                      escape(status_text(r.status)))
-    console.print(table)
-    console.print(f"{len(answer.recipients)} recipient(s), {len(answer.rows)} row(s)")
+    console.print(fitted_table(
+        console, ("recipient", "categories", "purposes", "sub-processes", "from", "how"),
+        [(escape(r.recipient), escape(", ".join(r.categories)),
+          escape(purposes_text(r.purposes, policy).removeprefix("for ")),
+          escape(subprocesses_text(r.subprocesses, order).removeprefix("at ")),
+          escape(vocabulary.actors_text(r.senders, everyone="anyone")),
+          escape(status_text(r.status))) for r in answer.rows]))
+    console.print(f"{counted(len(answer.recipients), 'recipient')}, "
+                  f"{counted(len(answer.rows), 'row')}")

@@ -29,6 +29,7 @@ from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from flowguard._plain import plain_pydantic
 from flowguard.audit.entries import access_entry
 from flowguard.audit.outbox import AuditPendingError
 from flowguard.audit.trail import AuditTrail, open_audit
@@ -417,7 +418,7 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [{"path": _json_path(e.get("loc", ())), "message": str(e.get("msg", "")),
+        problems = [{"path": _json_path(e.get("loc", ())), "message": plain_pydantic(e),
                      "type": str(e.get("type", ""))} for e in exc.errors()]
         return JSONResponse({"detail": problems}, status_code=422)
 
