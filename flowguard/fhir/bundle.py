@@ -10,7 +10,7 @@ note; two different resources that become one consent id are refused."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,10 +64,11 @@ class _Within(Document):
     outer: Document | None = None
     prefix: Path_ = ()
 
-    def position(self, path: Any) -> tuple[int | None, int | None]:
+    def position(self, path: Sequence[str | int], *, at_key: bool = False
+                 ) -> tuple[int | None, int | None]:
         if self.outer is None:
             return None, None
-        return self.outer.position((*self.prefix, *path))
+        return self.outer.position((*self.prefix, *path), at_key=at_key)
 
 
 def consents_from_fhir_path(path: str | Path, mapping: FhirMapping,
