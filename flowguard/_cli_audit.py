@@ -332,7 +332,9 @@ def audit_export(audit_url: str, start: int, end: int | None) -> None:
                    "catches); about a third of the speed.")
 @witness_quorum_options("the latest checkpoint")
 @click.option("--all-checkpoints", is_flag=True,
-              help="With --quorum: require the quorum on every checkpoint, not only the latest.")
+              help="With --quorum: require the quorum on every checkpoint from the first one "
+                   "a given witness cosigned on (earlier ones predate the witnesses), not "
+                   "only the latest.")
 def audit_verify(audit_url: str | None, vkeys: Sequence[str], since_file: str | None,
                  entries_file: str | None, checkpoint_files: Sequence[str],
                  show_progress: bool | None, check_entries: bool,
