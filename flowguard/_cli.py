@@ -35,6 +35,7 @@ from flowguard._cli_witness import audit_witness, witness
 from flowguard._loading import Collector
 from flowguard._source import SourceError, parse_documents, read_text
 from flowguard._terminal import cell, cell_lines, safe
+from flowguard._wording import counted
 from flowguard.engine import Engine, as_flow, explain
 from flowguard.errors import Diagnostic, FlowError, InputError, RegistryError
 from flowguard.lint import lint
@@ -252,7 +253,7 @@ def lint_command(policy_path: str, registry_path: str | None, strict: bool,
     else:
         for d in diagnostics:
             (err if d.severity == "error" else out).print(safe(d.render()), markup=False)
-        click.echo(f"{errors} errors, {warnings} warnings")
+        click.echo(f"{counted(errors, 'error')}, {counted(warnings, 'warning')}")
     sys.exit(EXIT_DENY if errors or (strict and warnings) else EXIT_OK)
 
 

@@ -25,6 +25,7 @@ from flowguard._cli_common import EXIT_DENY, err, fail_input, out
 from flowguard._cli_registry import parse_time
 from flowguard._cli_witness import witness_quorum_options
 from flowguard._terminal import cell, safe, safe_json, safe_lines
+from flowguard._wording import counted
 from flowguard.errors import Diagnostic, InputError
 from flowguard.store._db import redact_url
 
@@ -406,17 +407,20 @@ def _export_lines(path: str) -> list[bytes]:
 
 
 def _print_verified(report: Any) -> None:
-    out.print(f"OK: {report.size} entries verified, root {report.root_base64}", markup=False)
+    out.print(f"OK: {counted(report.size, 'entry', 'entries')} verified, root "
+              f"{report.root_base64}", markup=False)
     if report.checkpoints:
-        out.print(f"  {report.checkpoints} checkpoints of {report.origin} verified (latest "
-                  f"at {report.latest_checkpoint} entries; signed by "
-                  f"{', '.join(report.keys)}); {report.consistency_proofs} consistency "
-                  "proofs checked", markup=False)
+        out.print(f"  {counted(report.checkpoints, 'checkpoint')} of {report.origin} verified "
+                  f"(latest at {counted(report.latest_checkpoint, 'entry', 'entries')}; "
+                  f"signed by {', '.join(report.keys)}); "
+                  f"{counted(report.consistency_proofs, 'consistency proof')} checked",
+                  markup=False)
     else:
         out.print("  the log has no signed checkpoint yet", markup=False)
     if report.unsigned:
-        out.print(f"  {report.unsigned} entries after the latest checkpoint are not signed "
-                  "for yet", markup=False)
+        out.print(f"  {counted(report.unsigned, 'entry', 'entries')} after the latest "
+                  f"checkpoint {'is' if report.unsigned == 1 else 'are'} not signed for yet",
+                  markup=False)
     if report.since is not None:
         out.print(f"  the log extends the kept checkpoint of {report.since} entries",
                   markup=False)
@@ -646,7 +650,7 @@ def audit_show(audit_url: str, since: str | None, until: str | None, outcome: st
             count += 1
             table.add_row(*(cell(value) for value in _row(index, entry)))
         out.print(table)
-        out.print(f"{count} entries", markup=False)
+        out.print(counted(count, "entry", "entries"), markup=False)
 
 
 def _show_json(found: Iterator[tuple[int, dict[str, Any]]]) -> None:
@@ -738,7 +742,7 @@ def audit_replay(audit_url: str, registry_url: str, pseudonym_key: str,
     summary = (f"{report.replayed} of {report.decisions} decisions replayed, "
                f"{len(report.differences)} differ")
     if report.problems:
-        summary += f", {len(report.problems)} problems"
+        summary += f", {counted(len(report.problems), 'problem')}"
     if report.unknown_subjects:
         summary += (f"; {report.unknown_subjects} name a subject the registry never knew "
                     "(replayed as having no records)")
@@ -801,8 +805,8 @@ def audit_reconcile(audit_url: str, registry_url: str, pseudonym_key: str,
 def _print_reconciled(result: Any, history: bool) -> None:
     if result.appended:
         count = len(result.appended)
-        out.print(f"appended the audit entries of {count} registry event"
-                  f"{'s' if count > 1 else ''}: {_ranges(result.appended)}", markup=False)
+        out.print(f"appended the audit entries of {counted(count, 'registry event')}: "
+                  f"{_ranges(result.appended)}", markup=False)
     elif result.joined and not history:
         out.print(f"the log had not audited this registry before: it audits it from event "
                   f"#{result.revision} on (--history appends the earlier events)",

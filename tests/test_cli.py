@@ -420,14 +420,14 @@ def test_lint_clean_policy(tmp_path: Path) -> None:
     path = write(tmp_path / "policy.yaml", LINT_HEAD.replace(
         "  health: {special: true}\n  health.diagnosis: {}\n", ""))
     result = ok(invoke("lint", path), 0)
-    assert last_line(result.stdout) == "0 errors, 1 warnings", result.stdout  # case-worker
+    assert last_line(result.stdout) == "0 errors, 1 warning", result.stdout  # case-worker
 
 
 def test_lint_special_category_on_public_task_without_art9(tmp_path: Path) -> None:
     text = LINT_HEAD + ART9_MISSING
     path = write(tmp_path / "policy.yaml", text)
     result = ok(invoke("lint", path), 1)
-    assert re.match(r"^1 errors, \d+ warnings$", last_line(result.stdout)), result.stdout
+    assert re.match(r"^1 error, \d+ warnings?$", last_line(result.stdout)), result.stdout
     errors = [d for d in _lint_json(path, 1) if d["severity"] == "error"]
     assert len(errors) == 1
     assert "art9" in errors[0]["message"] + (errors[0]["hint"] or "")
