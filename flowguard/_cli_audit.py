@@ -303,7 +303,8 @@ def audit_export(audit_url: str, start: int, end: int | None) -> None:
     with _log(audit_url) as log:
         size = log.size
         if start > size:
-            _bad(f"--start {start} is past the end of the log ({size} entries)", "--start",
+            _bad(f"--start {start} is past the end of the log "
+                 f"({counted(size, 'entry', 'entries')})", "--start",
                  code="range", hint=f"give an index from 0 to {size}")
         stop = size if end is None else min(end, size)
         for _, data in log.entries(start, stop):
@@ -517,7 +518,7 @@ def audit_verify_receipt(receipt_file: str, vkeys: Sequence[str], entry_file: st
     quorum_line = require_quorum([(0, receipt.checkpoint_note)], receipt_file)
     checkpoint = verified.checkpoint
     out.print(f"OK: entry {verified.index} is in the log {checkpoint.origin} of "
-              f"{checkpoint.size} entries (signed checkpoint, root "
+              f"{counted(checkpoint.size, 'entry', 'entries')} (signed checkpoint, root "
               f"{_b64(checkpoint.root_hash)})", markup=False)
     if quorum_line:
         out.print(quorum_line, markup=False)
@@ -739,7 +740,7 @@ def audit_replay(audit_url: str, registry_url: str, pseudonym_key: str,
                       markup=False)
             out.print(f"  {' ' * len(name)}  now      {json.dumps(difference.replayed[name])}",
                       markup=False)
-    summary = (f"{report.replayed} of {report.decisions} decisions replayed, "
+    summary = (f"{report.replayed} of {counted(report.decisions, 'decision')} replayed, "
                f"{len(report.differences)} differ")
     if report.problems:
         summary += f", {counted(len(report.problems), 'problem')}"

@@ -1,4 +1,5 @@
-"""Counts in the operator's text (CLI output): "1 entry", "2 entries", never "1 entries"."""
+"""Counts in the operator's text (CLI output and the library messages it prints): "1 entry",
+"2 entries", never "1 entries"."""
 
 from __future__ import annotations
 
