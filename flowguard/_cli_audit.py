@@ -303,7 +303,8 @@ def audit_export(audit_url: str, start: int, end: int | None) -> None:
     with _log(audit_url) as log:
         size = log.size
         if start > size:
-            _bad(f"--start {start} is past the end of the log ({size} entries)", "--start",
+            _bad(f"--start {start} is past the end of the log "
+                 f"({counted(size, 'entry', 'entries')})", "--start",
                  code="range", hint=f"give an index from 0 to {size}")
         stop = size if end is None else min(end, size)
         for _, data in log.entries(start, stop):
@@ -333,7 +334,9 @@ def audit_export(audit_url: str, start: int, end: int | None) -> None:
                    "catches); about a third of the speed.")
 @witness_quorum_options("the latest checkpoint")
 @click.option("--all-checkpoints", is_flag=True,
-              help="With --quorum: require the quorum on every checkpoint, not only the latest.")
+              help="With --quorum: require the quorum on every checkpoint from the first one "
+                   "a given witness cosigned on (earlier ones predate the witnesses), not "
+                   "only the latest.")
 def audit_verify(audit_url: str | None, vkeys: Sequence[str], since_file: str | None,
                  entries_file: str | None, checkpoint_files: Sequence[str],
                  show_progress: bool | None, check_entries: bool,
@@ -408,10 +411,11 @@ def _print_verified(report: Any) -> None:
     out.print(f"OK: {counted(report.size, 'entry')} verified, root {report.root_base64}",
               markup=False)
     if report.checkpoints:
-        out.print(f"  {report.checkpoints} checkpoints of {report.origin} verified (latest "
-                  f"at {report.latest_checkpoint} entries; signed by "
-                  f"{', '.join(report.keys)}); {report.consistency_proofs} consistency "
-                  "proofs checked", markup=False)
+        out.print(f"  {counted(report.checkpoints, 'checkpoint')} of {report.origin} verified "
+                  f"(latest at {counted(report.latest_checkpoint, 'entry', 'entries')}; "
+                  f"signed by {', '.join(report.keys)}); "
+                  f"{counted(report.consistency_proofs, 'consistency proof')} checked",
+                  markup=False)
     else:
         out.print("  the log has no signed checkpoint yet", markup=False)
     if report.unsigned:
@@ -513,7 +517,7 @@ def audit_verify_receipt(receipt_file: str, vkeys: Sequence[str], entry_file: st
     quorum_line = require_quorum([(0, receipt.checkpoint_note)], receipt_file)
     checkpoint = verified.checkpoint
     out.print(f"OK: entry {verified.index} is in the log {checkpoint.origin} of "
-              f"{checkpoint.size} entries (signed checkpoint, root "
+              f"{counted(checkpoint.size, 'entry', 'entries')} (signed checkpoint, root "
               f"{_b64(checkpoint.root_hash)})", markup=False)
     if quorum_line:
         out.print(quorum_line, markup=False)
@@ -735,10 +739,10 @@ def audit_replay(audit_url: str, registry_url: str, pseudonym_key: str,
                       markup=False)
             out.print(f"  {' ' * len(name)}  now      {json.dumps(difference.replayed[name])}",
                       markup=False)
-    summary = (f"{report.replayed} of {report.decisions} decisions replayed, "
+    summary = (f"{report.replayed} of {counted(report.decisions, 'decision')} replayed, "
                f"{len(report.differences)} differ")
     if report.problems:
-        summary += f", {len(report.problems)} problems"
+        summary += f", {counted(len(report.problems), 'problem')}"
     if report.unknown_subjects:
         summary += (f"; {report.unknown_subjects} name a subject the registry never knew "
                     "(replayed as having no records)")
@@ -801,8 +805,8 @@ def audit_reconcile(audit_url: str, registry_url: str, pseudonym_key: str,
 def _print_reconciled(result: Any, history: bool) -> None:
     if result.appended:
         count = len(result.appended)
-        out.print(f"appended the audit entries of {count} registry event"
-                  f"{'s' if count > 1 else ''}: {_ranges(result.appended)}", markup=False)
+        out.print(f"appended the audit entries of {counted(count, 'registry event')}: "
+                  f"{_ranges(result.appended)}", markup=False)
     elif result.joined and not history:
         out.print(f"the log had not audited this registry before: it audits it from event "
                   f"#{result.revision} on (--history appends the earlier events)",

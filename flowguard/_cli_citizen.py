@@ -138,6 +138,9 @@ def citizen_settings(given: dict[str, str | None], host: str, port: int
     if missing:
         fail_input(InputError([Diagnostic(f"--citizen-issuer needs {' and '.join(missing)}",
                                           "<options>", code="missing")]))
+    # checked here, before `serve` opens the registry and the audit log (which may append
+    # reconciled entries): a bad option stops the server before it writes anything
+    _check_secret_file(str(given["citizen_client_secret_file"]))
     settings = {"issuer": issuer, "client_id": str(given["citizen_client_id"]),
                 "client_secret_file": str(given["citizen_client_secret_file"]),
                 "claim": given.get("citizen_claim") or "sub",
@@ -146,6 +149,18 @@ def citizen_settings(given: dict[str, str | None], host: str, port: int
         if given.get(option):
             settings[key] = str(given[option])
     return settings
+
+
+def _check_secret_file(path: str) -> None:
+    """The client secret file is private and readable (as the citizen pages will read it)."""
+    from pathlib import Path
+
+    from flowguard.audit.entries import KeyFileError, read_secret
+
+    try:
+        read_secret(Path(path), "client secret")
+    except KeyFileError as exc:
+        fail_input(exc)
 
 
 @consent.command("forms")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 from rich.console import Console
 
+from flowguard._plain import counted
 from flowguard.errors import Diagnostic, FlowguardError, InputError
 
 if TYPE_CHECKING:
@@ -97,6 +98,6 @@ def report_reconciled(store: RegistryStore) -> None:
 
         count = len(store.reconciled)
         err.print(f"{redact_url(store.audit.log.url if store.audit else '')}: note: appended "
-                  f"the audit entries of {count} registry event{'s' if count > 1 else ''} "
+                  f"the audit entries of {counted(count, 'registry event')} "
                   f"the log lacked (#{store.reconciled[0]} to #{store.reconciled[-1]})",
                   markup=False)

@@ -26,6 +26,7 @@ from flowguard._cli_common import (
     report_pending,
     report_reconciled,
 )
+from flowguard._plain import counted
 from flowguard._source import SourceError, load_documents
 from flowguard._terminal import cell, safe, safe_json, safe_lines
 from flowguard.consents import STATUSES, ConsentStatus, write_problems
@@ -247,8 +248,9 @@ def registry_import(file: str, registry_url: str, policy_path: str | None, by: s
         records = _read_import(file, store.policy, fhir_map)
         _warn_import(store, records, strict, file)
         summary = store.import_records(records, by=_who(by), source=file)
-        out.print(f"imported {summary.subjects} subjects, {summary.guardianships} "
-                  f"guardianships, {summary.consents} consents "
+        out.print(f"imported {counted(summary.subjects, 'subject')}, "
+                  f"{counted(summary.guardianships, 'guardianship')}, "
+                  f"{counted(summary.consents, 'consent')} "
                   f"({summary.unchanged} already stored unchanged)", markup=False)
 
 
@@ -592,7 +594,8 @@ def consent_list(registry_url: str, policy_path: str | None, subject: str | None
                           cell(", ".join(k.data)), cell(", ".join(k.purposes)),
                           cell(_iso(k.expires_at)))
         out.print(table)
-        out.print(f"{len(rows)} consents (why: `flowguard consent show ID`)", markup=False)
+        out.print(f"{counted(len(rows), 'consent')} (why: `flowguard consent show ID`)",
+                  markup=False)
 
 
 def _selector_text(selector: dict[str, Any]) -> str:
@@ -762,5 +765,5 @@ def guardianship_list(registry_url: str, subject: str | None, as_json: bool) -> 
                           cell(", ".join(g.scope or ("all",))), cell(_iso(g.valid_from)),
                           cell(_iso(g.valid_until)))
         out.print(table)
-        out.print(f"{len(records)} guardianships", markup=False)
+        out.print(counted(len(records), "guardianship"), markup=False)
 

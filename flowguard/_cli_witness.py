@@ -1,7 +1,8 @@
 """`flowguard witness` (a partner's witness: keygen, serve) and `flowguard audit witness`
 (the log collects cosignatures). A thin shell over `flowguard.witness`.
 
-Exit codes: 0 ok; 1 a witness refused; 2 bad input."""
+Exit codes: 0 ok; 1 a witness refused (or, without --log-key, the latest checkpoint does not
+cover the whole log); 2 bad input."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from flowguard._cli_common import EXIT_DENY, err, fail_input, out
+from flowguard._plain import counted
 from flowguard.errors import Diagnostic, InputError
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -143,9 +145,12 @@ def witness_serve(key_file: str, logs: Sequence[str], state_url: str, host: str,
 def audit_witness(audit_url: str, witnesses: Sequence[str], log_key: str | None,
                   timeout: float) -> None:
     """Submit the latest checkpoint to each witness with the consistency proof it needs and
-    keep the cosignatures with the checkpoint. Exit 0 when every witness cosigned, 1 when
-    any refused (each refusal is listed with its reason)."""
+    keep the cosignatures with the checkpoint. With --log-key, a checkpoint of the whole log
+    is signed first when the latest does not cover it; without, the entries it leaves out are
+    counted and the exit is 1. Exit 0 when every witness cosigned, 1 when any refused (each
+    refusal is listed with its reason)."""
     from flowguard._cli_audit import _log
+    from flowguard.store._db import redact_url
     from flowguard.witness.client import collect_cosignatures
 
     targets = parse_witnesses(witnesses)
@@ -155,6 +160,8 @@ def audit_witness(audit_url: str, witnesses: Sequence[str], log_key: str | None,
                  hint="give --log-key to sign one")
         note, results = collect_cosignatures(log, targets, timeout)
         size = note.split("\n", 2)[1]
+        log_size = log.size
+        uncovered = log_size - _size(note)
     refused = [r for r in results if not r.cosigned]
     for result in results:
         if result.cosigned:
@@ -162,9 +169,20 @@ def audit_witness(audit_url: str, witnesses: Sequence[str], log_key: str | None,
         else:
             err.print(f"REFUSED by {result.target.name} ({result.target.url}): "
                       f"{result.reason}", markup=False)
-    out.print(f"checkpoint of {size} entries: {len(results) - len(refused)} of "
-              f"{len(results)} witnesses cosigned", markup=False)
-    if refused:
+    out.print(f"checkpoint of {counted(int(size), 'entry', 'entries')}: "
+              f"{len(results) - len(refused)} of {counted(len(results), 'witness', 'witnesses')} "
+              "cosigned", markup=False)
+    if uncovered > 0:
+        # issue 18: the checkpoint submitted must cover the whole log; without the log key
+        # no fresh one can be signed, so the newest entries are not witnessed: say so
+        err.print(Diagnostic(
+            f"{counted(uncovered, 'entry', 'entries')} of the log "
+            f"{'is' if uncovered == 1 else 'are'} not covered by the latest checkpoint "
+            f"({size} of {log_size}), so the witnesses did not see "
+            f"{'it' if uncovered == 1 else 'them'}", redact_url(audit_url), code="stale",
+            hint="pass --log-key (or set FLOWGUARD_LOG_KEY) to sign a checkpoint of the "
+                 "whole log first").render(), markup=False)
+    if refused or uncovered > 0:
         sys.exit(EXIT_DENY)
 
 
@@ -183,7 +201,7 @@ def witness_quorum(vkeys: Sequence[str], quorum: int, all_checkpoints: bool) -> 
     """The `audit verify --witness-vkey --quorum [--all-checkpoints]` check: a function of
     the (size-ordered) checkpoint notes and the place to name, exiting 1 on a shortfall."""
     from flowguard.audit.cosignature import CosignatureVerifier
-    from flowguard.audit.cosigned import quorum_problem
+    from flowguard.audit.cosigned import first_witnessed, quorum_problem
     from flowguard.audit.note import KeyFormatError
 
     verifiers: dict[str, CosignatureVerifier] = {}
@@ -205,14 +223,27 @@ def witness_quorum(vkeys: Sequence[str], quorum: int, all_checkpoints: bool) -> 
             return None
         if not checkpoints:
             _failed(place, "no checkpoint to carry cosignatures")
-        ordered = sorted(checkpoints, key=lambda pair: _size(pair[1]))
-        chosen = ordered if all_checkpoints else ordered[-1:]
-        for _, note in chosen:
+        ordered = [note for _, note in sorted(checkpoints, key=lambda pair: _size(pair[1]))]
+        # --all-checkpoints: every checkpoint from the first one a given witness cosigned on
+        # (those signed before the log had witnesses cannot carry cosignatures); when none
+        # was cosigned, the latest is checked, and fails
+        first = first_witnessed(ordered, list(verifiers.values())) if all_checkpoints else None
+        chosen = ordered[-1:] if first is None else ordered[first:]
+        for note in chosen:
             problem = quorum_problem(note, list(verifiers.values()), quorum)
             if problem is not None:
-                _failed(place, f"the checkpoint of {_size(note)} entries: {problem}")
-        what = f"all {len(chosen)} checkpoints" if all_checkpoints else "the latest checkpoint"
-        return f"  {what} cosigned by at least {quorum} of the given witnesses"
+                _failed(place, f"the checkpoint of {counted(_size(note), 'entry', 'entries')}: "
+                               f"{problem}")
+        if not all_checkpoints:
+            return f"  the latest checkpoint cosigned by at least {quorum} of the given witnesses"
+        earlier = len(ordered) - len(chosen)
+        text = (f"  all {counted(len(chosen), 'checkpoint')} from the first cosigned one (at "
+                f"{_size(chosen[0])} entries) on cosigned by at least {quorum} of the given "
+                "witnesses")
+        if earlier:
+            text += (f"; {counted(earlier, 'earlier checkpoint')}, signed before the "
+                     "witnesses cosigned, not checked")
+        return text
 
     return check
 

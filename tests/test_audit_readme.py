@@ -79,3 +79,25 @@ def test_the_readme_audit_session_is_what_the_commands_print(tmp_path: Path) -> 
             printed = done.stdout + done.stderr
         assert "Traceback" not in printed, (command, printed)
         assert _mask(printed).splitlines() == [_mask(line) for line in expected], command
+
+
+def test_the_readme_examples_work_as_written_for_a_newcomer() -> None:
+    """Review of issue 18: the examples run on a plain machine and do what the text says.
+    `uuidgen` is not installed everywhere; `subject link` without `--audit` leaves the
+    `login.linked` event unaudited until the next writer; `audit witness` without
+    `--log-key` cannot sign a checkpoint of the whole log, so every call shown to succeed
+    passes it."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "uuidgen" not in readme
+    commands = [command for block in re.findall(r"```console\n(.*?)```", readme, re.S)
+                for command, _ in _session(block.splitlines())]
+    links = [c for c in commands if c.startswith("flowguard subject link ")]
+    assert links and all("--audit " in c and "--log-key " in c for c in links), links
+    steps = [step for block in re.findall(r"```console\n(.*?)```", readme, re.S)
+             for step in _session(block.splitlines())]
+    witnessed = [(c, o) for c, o in steps if c.startswith("flowguard audit witness ")
+                 and any(" 2 of 2 witnesses cosigned" in line for line in o)]
+    assert witnessed
+    for command, output in witnessed:
+        stale = any("not covered by the latest checkpoint" in line for line in output)
+        assert ("--log-key " in command) != stale, (command, output)

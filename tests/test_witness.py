@@ -544,3 +544,77 @@ def test_serve_submits_every_checkpoint_and_serves_the_witnessed_one(
     with pytest.raises(Exception, match="--witness needs --audit"):
         create_app(ServerConfig(policy=config.policy, tokens=config.tokens,
                                 witnesses=config.witnesses))
+
+
+def test_stale_checkpoint_without_log_key_is_not_reported_as_success(
+        tmp_path: Path, log_key: tuple[Signer, str], witnesses: list[Running]) -> None:
+    """Issue 18 pins a fresh checkpoint first; without --log-key none can be signed, so the
+    entries after the latest checkpoint are counted, --log-key named, and the exit is 1."""
+    signer, _ = log_key
+    key_file = tmp_path / "log.key"
+    write_secret(key_file, "PRIVATE+KEY+" + _skey_of(signer) + "\n")
+    honest = make_log(tmp_path / "honest.db", key_file, entries(25))
+    options = [f"--witness={w.url}={w.vkey}" for w in witnesses]
+    for grown, wording in ((1, "1 entry of the log is not covered by the latest checkpoint "
+                               "(25 of 26)"),
+                           (1, "2 entries of the log are not covered by the latest checkpoint "
+                               "(25 of 27)")):
+        log = open_audit_log(honest, log_key=key_file)
+        log.append_encoded(entries(grown, f"later {wording[0]}"))
+        log.close()
+        result = run("audit", "witness", "--audit", honest, *options)
+        assert result.exit_code == 1, result.output
+        assert "checkpoint of 25 entries: 2 of 2 witnesses cosigned" in result.output
+        assert wording in result.output and "pass --log-key" in result.output
+    log = open_audit_log(honest, log_key=key_file)
+    log.append_encoded(entries(1, "one more"))
+    log.close()
+    result = run("audit", "witness", "--audit", honest, "--log-key", str(key_file), *options)
+    assert result.exit_code == 0, result.output
+    assert "checkpoint of 28 entries: 2 of 2 witnesses cosigned" in result.output
+    assert "not covered" not in result.output
+
+
+def test_all_checkpoints_from_the_first_cosigned_one_on(
+        tmp_path: Path, log_key: tuple[Signer, str], witnesses: list[Running]) -> None:
+    """Checkpoints signed before the log had witnesses cannot carry cosignatures: with
+    --all-checkpoints the quorum holds from the first cosigned one on, and the output says
+    how many earlier ones were not checked; a gap after it still fails."""
+    signer, vkey = log_key
+    key_file = tmp_path / "log.key"
+    write_secret(key_file, "PRIVATE+KEY+" + _skey_of(signer) + "\n")
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    log = open_audit_log(url, log_key=key_file)
+    for batch in range(3):  # checkpoints at 10, 20 and 30 entries, before any witness
+        log.append_encoded(entries(10, f"early {batch}"))
+        log.checkpoint()
+    log.close()
+    options = [f"--witness={w.url}={w.vkey}" for w in witnesses]
+    every = ["--vkey", vkey, *(f"--witness-vkey={w.vkey}" for w in witnesses), "--quorum", "2",
+             "--all-checkpoints"]
+    assert run("audit", "witness", "--audit", url, *options).exit_code == 0
+    log = open_audit_log(url, log_key=key_file)
+    log.append_encoded(entries(2, "later"))
+    log.close()
+    assert run("audit", "witness", "--audit", url, "--log-key", str(key_file),
+               *options).exit_code == 0
+    result = run("audit", "verify", "--audit", url, *every)
+    assert result.exit_code == 0, result.output
+    assert ("all 2 checkpoints from the first cosigned one (at 30 entries) on cosigned by at "
+            "least 2 of the given witnesses; 2 earlier checkpoints, signed before the "
+            "witnesses cosigned, not checked") in result.output
+    # a checkpoint signed after the witnesses started but never submitted: fails
+    log = open_audit_log(url, log_key=key_file)
+    log.append_encoded(entries(1, "unwitnessed"))
+    log.checkpoint()
+    log.append_encoded(entries(1, "witnessed"))
+    log.close()
+    assert run("audit", "witness", "--audit", url, "--log-key", str(key_file),
+               *options).exit_code == 0
+    result = run("audit", "verify", "--audit", url, *every)
+    assert result.exit_code == 1
+    assert "the checkpoint of 33 entries: 0 valid cosignature(s)" in result.output
+    # no checkpoint cosigned at all: the latest is checked, and fails
+    bare = make_log(tmp_path / "bare.db", key_file, entries(5))
+    result = run("audit", "verify", "--audit", bare, *every)
+    assert result.exit_code == 1 and "the checkpoint of 5 entries" in result.output

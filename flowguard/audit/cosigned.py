@@ -92,6 +92,19 @@ def quorum_problem(note: str, verifiers: Sequence[CosignatureVerifier], quorum: 
     return None
 
 
+def first_witnessed(notes: Sequence[str], verifiers: Sequence[CosignatureVerifier]) -> int | None:
+    """The index in the size-ordered `notes` of the first checkpoint with a cosignature line
+    by a given witness (valid or not: a bad one is then checked, and fails), None when no
+    checkpoint has one. Checkpoints signed before the log had witnesses come before it."""
+    for index, note in enumerate(notes):
+        try:
+            if verify_cosignatures(note, verifiers):
+                return index
+        except NoteError:
+            return index
+    return None
+
+
 def latest_cosigned(log: AuditLog) -> str | None:
     """The latest checkpoint note with its cosignature lines (None before the first)."""
     note = log.latest_checkpoint()

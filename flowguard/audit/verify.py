@@ -39,6 +39,7 @@ from itertools import pairwise
 from typing import Any, cast
 
 from flowguard._loading import gc_paused
+from flowguard._plain import counted
 from flowguard.audit.checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from flowguard.audit.entries import PSEUDONYM_PREFIX
 from flowguard.audit.log import AuditLog
@@ -376,7 +377,8 @@ class _Run:
             self.origin = self.origin or self.since.origin
             if self.since.size > self.size:
                 raise self.fail(
-                    f"the log has {self.size} entries but the kept checkpoint covers "
+                    f"the log has {counted(self.size, 'entry', 'entries')} but the kept "
+                    "checkpoint covers "
                     f"{self.since.size}: the log was truncated", "truncated",
                     checkpoint=self.since.size)
 
@@ -475,12 +477,13 @@ class _Run:
         if pending:
             cp = pending[0]
             raise self.fail(f"checkpoint at size {cp.stored_size} lies beyond the log's "
-                            f"{self.size} entries", "truncated", checkpoint=cp.stored_size)
+                            f"{counted(self.size, 'entry', 'entries')}", "truncated",
+                            checkpoint=cp.stored_size)
         for cp in self.checkpoints:
             if cp.stored_size > self.size:
                 raise self.fail(
                     f"checkpoint at size {cp.stored_size} is larger than the log, which has "
-                    f"{self.size} entries: the log was truncated", "truncated",
+                    f"{counted(self.size, 'entry', 'entries')}: the log was truncated", "truncated",
                     checkpoint=cp.stored_size)
         if since_size is not None:  # pragma: no cover - reached within the batches
             self.check_since(tree)
@@ -709,7 +712,8 @@ def verify_entries(entries: Iterable[bytes], checkpoints: Sequence[str],
                            f"{run.origin!r}", "since")
         run.origin = run.origin or run.since.origin
         if run.since.size > size:
-            raise run.fail(f"the export has {size} entries but the kept checkpoint covers "
+            raise run.fail(f"the export has {counted(size, 'entry', 'entries')} but the "
+                           "kept checkpoint covers "
                            f"{run.since.size}: entries are missing", "truncated",
                            checkpoint=run.since.size)
 

@@ -10,6 +10,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from flowguard._plain import counted
 from flowguard.audit.checkpoint import Checkpoint, CheckpointError
 from flowguard.audit.cosignature import CosignatureVerifier, verify_cosignatures
 from flowguard.audit.cosigned import store_cosignature, witnessed_size
@@ -101,9 +102,9 @@ def request_cosignature(log: AuditLog, note: str, target: WitnessTarget,
                 return WitnessResult(target, False, "409 without a tree size")
             theirs = int(line)
             if theirs > size:
-                return WitnessResult(target, False, f"the witness has cosigned a larger tree "
-                                     f"({theirs} entries) than this checkpoint ({size}): "
-                                     "the log was rolled back, or forked")
+                return WitnessResult(target, False, "the witness has cosigned a larger tree "
+                                     f"({counted(theirs, 'entry', 'entries')}) than this "
+                                     f"checkpoint ({size}): the log was rolled back, or forked")
             if theirs == old:
                 return WitnessResult(target, False, f"the witness holds another root for "
                                      f"size {theirs}: the log was forked")
