@@ -43,6 +43,7 @@ from flowguard.model import (
     Guardianship,
     Id,
     Model,
+    Policy,
 )
 from flowguard.policy import load_policy
 from flowguard.registry import InMemoryRegistry, Registry
@@ -231,8 +232,28 @@ class Service:
                                      "registry (sqlite:///... or postgresql://...) to change it")
         return self.registry
 
+    def reload_tokens(self, policy: Policy) -> None:
+        """Read the tokens file again (so a token removed from it is refused from now on);
+        a file that cannot be loaded leaves the current table in place and is logged."""
+        try:
+            self.tokens = load_tokens(
+                self.config.tokens, set(policy.organizations),
+                {a: actor.organization for a, actor in policy.actors.items()})
+        except InputError as exc:
+            log.error("tokens file not reloaded, the previous tokens stay active: %s",
+                      "; ".join(d.render() for d in exc.diagnostics))
+        else:
+            log.info("tokens reloaded (%d tokens)", len(self.tokens.tokens))
+
     async def reload(self) -> ReloadResult:
-        """Load, validate and lint the policy again; swap only if it has no error."""
+        """Load, validate and lint the policy again; swap only if it has no error. The
+        tokens file is read again either way (under the policy then active)."""
+        try:
+            return await self._reload_policy()
+        finally:
+            await asyncio.to_thread(self.reload_tokens, self.engine.policy)
+
+    async def _reload_policy(self) -> ReloadResult:
         async with self._reload_lock:
             try:
                 policy = await asyncio.to_thread(load_policy, self.config.policy)
@@ -270,6 +291,7 @@ class Service:
                 if active is not None and active.generation > self.generation:
                     self._activate(Engine(active.policy, self.registry))
                     self.generation = active.generation
+                    await asyncio.to_thread(self.reload_tokens, active.policy)
                     log.info("policy %s adopted (generation %d)", active.digest,
                              active.generation)
         return self.engine
@@ -523,6 +545,8 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
                     _: Annotated[str, Depends(request_id)]) -> RecordedEvent:
         """Record a consent (the controller and `records_consents` organizations only)."""
         by = await gate.writer(token, "consent.grant", body.on_behalf_of)
+        await gate.record_write(token, "consent.grant", body.consent.id,
+                                body.consent.recipients)
         store = state.store
         return _event(await asyncio.to_thread(store.grant, body.consent, by=by))
 
@@ -577,6 +601,7 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
                                _: Annotated[str, Depends(request_id)]) -> RecordedEvent:
         """Record a guardianship (the controller and `records_consents` organizations)."""
         by = await gate.writer(token, "guardianship.add", body.on_behalf_of)
+        await gate.record_write(token, "guardianship.add", body.guardianship.id)
         return _event(await asyncio.to_thread(state.store.add_guardianship,
                                               body.guardianship, by=by))
 
