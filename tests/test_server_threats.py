@@ -687,3 +687,41 @@ def test_sighup_rereads_the_tokens_of_a_real_server(setup: Setup) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=60)
+
+
+def test_citizen_routes_give_a_recording_organization_no_oracle(tmp_path: Path) -> None:
+    """`POST /v1/consents/form` follows the recipients rule; `POST /v1/logins` answered
+    "already linked to another person" (409) or "neither a recorded subject ..." (422), so a
+    partner could learn which CPR numbers use the service and which persons are recorded."""
+    from .citizen_fixtures import LOGINS, start_citizen
+    from .test_citizen_unlink import _grant_rights
+
+    citizen = start_citizen(tmp_path, prepare=_grant_rights,
+                            design=str(tmp_path / "policy" / "design.yaml"))
+    try:
+        served, token = citizen.served, citizen.setup.token
+        form = {"form": "cafe-solsikke/job-matching.employer-contact", "id": f"{MENTOR}-k-f",
+                "subject": "citizen-0609", "given_at": "2026-03-01T10:00:00Z"}
+        refused = served.post("/v1/consents/form", form, token["mentor"])
+        assert refused.status_code == 403 and "every recipient" in refused.text
+        taken = LOGINS["citizen-0042"]
+        answers = [served.post("/v1/logins", body, token["mentor"]) for body in (
+            {"person": "citizen-0609", "login": taken},    # linked to another person
+            {"person": "citizen-0042", "login": taken},    # linked to this person
+            {"person": "nobody-recorded", "login": "2222222222"})]
+        assert {a.status_code for a in answers} == {422}
+        assert len({a.text for a in answers}) == 1
+        assert "controller" in answers[0].text
+        assert all(taken not in a.text and "another" not in a.text for a in answers)
+        # the controller is told why
+        assert served.post("/v1/logins", {"person": "citizen-0609", "login": taken},
+                           token["kommune"]).status_code == 409
+        reasons = [(e["action"], e["reason"]) for e in audit_entries(citizen.setup)
+                   if e["kind"] == "access"]
+        assert reasons == [("consent.grant", "recipients-outside-organization"),
+                           ("login.link", "login-not-linked:duplicate"),
+                           ("login.link", "login-not-linked:duplicate"),
+                           ("login.link", "login-not-linked:unknown-reference")]
+        assert taken.encode() not in log_bytes(citizen.setup)
+    finally:
+        citizen.stop()
