@@ -725,3 +725,17 @@ def test_citizen_routes_give_a_recording_organization_no_oracle(tmp_path: Path) 
         assert taken.encode() not in log_bytes(citizen.setup)
     finally:
         citizen.stop()
+
+
+def test_a_fhir_consent_with_a_numeric_server_id_needs_a_flowguard_identifier() -> None:
+    from flowguard.errors import RegistryError
+    from flowguard.fhir import consent_from_fhir, load_fhir_mapping
+
+    from .test_fhir import MAP, _smart_r4_with_recipient
+
+    policy, mapping = load_policy(AALBORG), load_fhir_mapping(MAP)
+    resource = {**_smart_r4_with_recipient(), "id": "1234567"}
+    with pytest.raises(RegistryError, match="personal identity number"):
+        consent_from_fhir(resource, mapping, policy, source="consent.json")
+    resource["identifier"] = [{"system": "urn:flowguard:consent", "value": "k-smart"}]
+    assert [c.id for c in consent_from_fhir(resource, mapping, policy).consents] == ["k-smart"]
