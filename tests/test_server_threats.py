@@ -739,3 +739,24 @@ def test_a_fhir_consent_with_a_numeric_server_id_needs_a_flowguard_identifier() 
         consent_from_fhir(resource, mapping, policy, source="consent.json")
     resource["identifier"] = [{"system": "urn:flowguard:consent", "value": "k-smart"}]
     assert [c.id for c in consent_from_fhir(resource, mapping, policy).consents] == ["k-smart"]
+
+
+def test_a_removed_token_is_refused_by_every_worker_after_one_reload(setup: Setup) -> None:
+    """`POST /v1/policy/reload` reaches one worker; the other adopts the reload, tokens
+    included, before it answers its next request that carries a request id."""
+    from .test_server_robustness import Cluster
+
+    cluster = Cluster(setup, 1, "--workers", "2")
+    try:
+        assert {cluster.post("/v1/check", FLOW, "cafe-writer").status_code
+                for _ in range(6)} == {403}  # known (its organization may not send FLOW)
+        _without_token(setup, "cafe-writer")
+        assert cluster.post("/v1/policy/reload", None, "admin").json()["activated"] is True
+        statuses = [cluster.post(path, body, "cafe-writer").status_code
+                    for _ in range(6) for path, body in (("/v1/check", FLOW),
+                                                         ("/v1/consents", {"consent": FORGED}))]
+        assert set(statuses) == {401}, statuses
+        assert {cluster.post("/v1/check", FLOW, "kommune").status_code
+                for _ in range(6)} == {200}
+    finally:
+        cluster.stop()

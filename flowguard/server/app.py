@@ -435,6 +435,11 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
             raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
         if not await state.shared.claim_async(token.id, x_request_id):
             raise HTTPException(409, "this X-Request-Id was used before: replay refused")
+        # a policy another worker reloaded is adopted now, and the tokens file with it: a
+        # token removed from it is refused here, on every worker, from the reload on
+        await state.current_engine()
+        if credentials is None or state.tokens.authenticate(credentials.credentials) is None:
+            raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
         return x_request_id
 
     @app.exception_handler(RequestValidationError)
