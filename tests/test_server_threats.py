@@ -589,6 +589,39 @@ def test_a_recording_organization_learns_nothing_from_an_id(client: Client,
     assert [e["record"] for e in registry_events(setup)] == [f"{MENTOR}.k-1"]
 
 
+_ORGANIZATIONS = sorted(_POLICY.organizations)
+_ACTORS = [*sorted(_POLICY.actors), "no-such-actor"]
+_KINDS = sorted({o.kind for o in _POLICY.organizations.values() if o.kind})
+_ROLES = sorted({a.role for a in _POLICY.actors.values() if a.role})
+
+
+def _some(values: list[str]) -> st.SearchStrategy[list[str] | None]:
+    return st.none() | st.lists(st.sampled_from(values), min_size=1, max_size=3, unique=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(organization=st.sampled_from(_ORGANIZATIONS), actor=_some(_ACTORS),
+       within=_some(_ORGANIZATIONS), kind=_some(_KINDS), role=_some(_ROLES))
+def test_a_confined_selector_matches_no_actor_of_another_organization(
+        organization: str, actor: list[str] | None, within: list[str] | None,
+        kind: list[str] | None, role: list[str] | None) -> None:
+    """Property: whatever selector a recording organization writes, if it passes as
+    confined to that organization, the engine matches no actor of any other, now or after
+    actors are added to other organizations (an unknown actor id is never confined)."""
+    from flowguard.engine import Engine
+    from flowguard.model import Selector
+    from flowguard.server.authz import confined_to
+
+    selector = Selector.model_validate({k: v for k, v in (
+        ("actor", actor), ("organization", within), ("kind", kind), ("role", role))
+        if v is not None})
+    if confined_to(_POLICY, organization, selector):
+        matched = Engine(_POLICY).actors_matching(selector) or frozenset()
+        assert {_POLICY.actors[a].organization for a in matched} <= {organization}
+        assert (within is not None and set(within) == {organization}) or (
+            actor is not None and "no-such-actor" not in actor)
+
+
 def test_the_id_space_of_an_organization_is_its_longest_prefix() -> None:
     from flowguard.server.authz import id_owner
 
