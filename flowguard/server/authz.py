@@ -16,7 +16,7 @@ A token acts for its organization, always:
 - **What a recording organization records**: an organization other than the controller
   records only consents whose every recipient selector is confined to it (`organization`
   naming it alone, or `actor`s all of it), under ids in its own id space (`<org>-...` or
-  `<org>....`), which the controller may not use either; so its ids never collide with
+  `<org>.`...), which the controller may not use either; so its ids never collide with
   another organization's and a 409 says nothing about records it may not see.
 - **The recorder** (`by`) of every registry event is derived from the token:
   `token:<id> organization:<org>`, plus ` on_behalf_of:<actor>` when the request names an
