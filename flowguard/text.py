@@ -4,6 +4,8 @@ line or markup by whoever displays it, and nothing may grow without bound."""
 
 from __future__ import annotations
 
+import re
+
 MAX_FREE_TEXT = 200
 MAX_RECORDER = 700
 """A registry event's recorder: over HTTP `token:<id> organization:<org> on_behalf_of:<actor>`,
@@ -25,11 +27,21 @@ def free_text(value: str, *, what: str = "this text", limit: int = MAX_FREE_TEXT
 
 def record_id(value: str) -> str:
     """A consent's or guardianship's id: refused when it holds `/` (it could be recorded
-    but never named in a URL path)."""
+    but never named in a URL path) or six or more digits in a row (a personal identity
+    number; ids must not carry personal data)."""
     if "/" in value:
         raise ValueError("a consent or guardianship id may not contain `/` (it must fit in "
                          "a URL path): use `-`, `.` or `:` instead")
+    if _DIGITS.search(value):
+        raise ValueError("an id with six or more digits in a row looks like a personal "
+                         "identity number (CPR/HETU): choose an id that says nothing about "
+                         "the person")
     return value
+
+
+_DIGITS = re.compile(r"[0-9]{6}")
+"""Six digits in a row: a CPR number (DDMMYY-SSSS) or a HETU (DDMMYY-NNNC) starts so; an id
+that carries one would put a citizen's identity into the append-only audit log."""
 
 
 def displayable(value: str) -> str:

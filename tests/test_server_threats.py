@@ -201,14 +201,18 @@ def test_a_partner_cannot_withdraw_read_or_list(client: Client, setup: Setup) ->
         "guardianship.end"]
 
 
+MENTOR_K = "frivillig-mentor-aalborg-k-mentor"
+MENTOR_G = "frivillig-mentor-aalborg.g-mentor"
+
+
 def test_an_organization_that_records_consents_sees_only_its_own(
         client: Client, setup: Setup) -> None:
-    mine = {**FORGED, "id": "k-mentor", "recipients": [{"organization":
+    mine = {**FORGED, "id": MENTOR_K, "recipients": [{"organization":
                                                          "frivillig-mentor-aalborg"}],
             "purposes": ["job-matching"]}
     assert client.post("/v1/consents", {"consent": mine}, "mentor").status_code == 201
-    assert client.get("/v1/consents/k-mentor", "mentor").status_code == 200
-    assert client.get("/v1/consents/k-mentor/history", "mentor").status_code == 200
+    assert client.get(f"/v1/consents/{MENTOR_K}", "mentor").status_code == 200
+    assert client.get(f"/v1/consents/{MENTOR_K}/history", "mentor").status_code == 200
     # the municipality's consent looks exactly like one that does not exist
     theirs = client.get("/v1/consents/k-0042-health-jobcenter", "mentor")
     missing = client.get("/v1/consents/k-does-not-exist", "mentor")
@@ -220,18 +224,18 @@ def test_an_organization_that_records_consents_sees_only_its_own(
     assert client.post("/v1/consents/k-0042-cafe/withdraw", {}, "mentor").status_code == 404
     assert client.decision(FLOW) == "permit"
     # guardianships: only those it recorded
-    ward = {"id": "g-mentor", "guardian": "person-x", "subject": "citizen-0107",
+    ward = {"id": MENTOR_G, "guardian": "person-x", "subject": "citizen-0107",
             "kind": "adult", "valid_from": "2026-01-01"}
     assert client.post("/v1/guardianships", {"guardianship": ward}, "mentor").status_code == 201
     listed = client.post("/v1/guardianships/query", {"subject": "citizen-0107"}, "mentor")
-    assert [g["id"] for g in listed.json()] == ["g-mentor"]
+    assert [g["id"] for g in listed.json()] == [MENTOR_G]
     everything = client.post("/v1/guardianships/query", {"subject": "citizen-0107"}, "kommune")
-    assert [g["id"] for g in everything.json()] == ["g-0107-vaerge", "g-mentor"]
+    assert sorted(g["id"] for g in everything.json()) == sorted(["g-0107-vaerge", MENTOR_G])
     assert client.post("/v1/guardianships/g-0107-vaerge/end", {},
                        "mentor").status_code == 404
     # the controller sees and withdraws what the mentors recorded
-    assert client.get("/v1/consents/k-mentor", "kommune").status_code == 200
-    assert client.post("/v1/consents/k-mentor/withdraw", {}, "kommune").status_code == 200
+    assert client.get(f"/v1/consents/{MENTOR_K}", "kommune").status_code == 200
+    assert client.post(f"/v1/consents/{MENTOR_K}/withdraw", {}, "kommune").status_code == 200
 
 
 def test_records_consents_is_in_the_schema_and_lint(tmp_path: Path) -> None:
@@ -517,3 +521,275 @@ def test_stored_text_is_shown_never_interpreted(setup: Setup) -> None:
     lines = [line for line in history.output.splitlines() if "k-0042-cafe" in line]
     assert lines and all("forged line" in line for line in lines)
     assert "\x1b" not in history.output and "\r" not in history.output
+
+
+# --------------------------------------------------------------------------- second review
+# An outside attacker's findings after issue 13 was closed, one test each.
+
+MENTOR = "frivillig-mentor-aalborg"
+
+
+def test_a_recording_organization_records_only_consents_for_itself(
+        client: Client, setup: Setup) -> None:
+    """The shelter granted `recipients: [{organization: cafe-solsikke}]` and the
+    municipality's next check for the café was permitted on it."""
+    assert client.decision(CITIZEN_0609_TO_CAFE) == "deny"
+    for recipients in ([{"organization": "cafe-solsikke"}],
+                       [{"organization": [MENTOR, "cafe-solsikke"]}],
+                       [{"actor": "cafe-manager"}],
+                       [{"actor": ["volunteer-mentor", "cafe-manager"]}],
+                       [{"organization": MENTOR}, {"kind": "employer"}],
+                       [{}],                                    # everyone
+                       [{"actor": "no-such-actor"}]):           # unknown: not confined
+        consent = {**FORGED, "id": f"{MENTOR}-k-cafe", "recipients": recipients}
+        answer = client.post("/v1/consents", {"consent": consent}, "mentor")
+        assert answer.status_code == 403, (recipients, answer.text)
+        assert "every recipient is within it" in answer.json()["detail"]
+    assert client.decision(CITIZEN_0609_TO_CAFE) == "deny"
+    assert registry_events(setup) == []
+    assert {e["reason"] for e in refusals(setup)} == {"recipients-outside-organization"}
+    for n, recipients in enumerate(([{"organization": MENTOR}],
+                                    [{"actor": "volunteer-mentor"}],
+                                    [{"organization": MENTOR, "role": "mentor"}])):
+        consent = {**FORGED, "id": f"{MENTOR}-k-{n}", "recipients": recipients,
+                   "purposes": ["job-matching"]}
+        answer = client.post("/v1/consents", {"consent": consent}, "mentor")
+        assert answer.status_code == 201, answer.text
+    # the controller records for anyone
+    answer = client.post("/v1/consents", {"consent": {**FORGED, "id": "k-for-cafe"}},
+                         "kommune")
+    assert answer.status_code == 201, answer.text
+    assert client.decision(CITIZEN_0609_TO_CAFE) == "permit"
+
+
+def test_a_recording_organization_learns_nothing_from_an_id(client: Client,
+                                                            setup: Setup) -> None:
+    """A 409 "already in the registry" confirmed that another organization's record
+    exists: its ids now live in its own id space, so they cannot collide."""
+    mine = {**FORGED, "recipients": [{"organization": MENTOR}], "purposes": ["job-matching"]}
+    taken = client.post("/v1/consents", {"consent": {**mine, "id": "k-0042-cafe"}}, "mentor")
+    free = client.post("/v1/consents", {"consent": {**mine, "id": "k-0042-none"}}, "mentor")
+    assert taken.status_code == free.status_code == 422
+    assert taken.json() == {"detail": free.json()["detail"]}
+    assert f"must start with `{MENTOR}-` or `{MENTOR}.`" in taken.json()["detail"]
+    ward = {"guardian": "person-x", "subject": "citizen-0107", "kind": "adult",
+            "valid_from": "2026-01-01"}
+    assert client.post("/v1/guardianships", {"guardianship": {**ward, "id": "g-0107-vaerge"}},
+                       "mentor").status_code == 422
+    # an organization whose id starts with another's cannot reach into its space either
+    assert client.post("/v1/consents", {"consent": {**mine, "id": f"{MENTOR}.k-1"}},
+                       "mentor").status_code == 201
+    # and the controller keeps out of the id space of an organization that records
+    intruding = client.post("/v1/consents", {"consent": {**FORGED, "id": f"{MENTOR}-k-2"}},
+                            "kommune")
+    assert intruding.status_code == 422 and f"`{MENTOR}-`" in intruding.text
+    assert [e["reason"] for e in refusals(setup)] == [
+        "id-outside-organization", "id-outside-organization", "id-outside-organization",
+        "id-of-another-organization"]
+    assert [e["record"] for e in registry_events(setup)] == [f"{MENTOR}.k-1"]
+
+
+_ORGANIZATIONS = sorted(_POLICY.organizations)
+_ACTORS = [*sorted(_POLICY.actors), "no-such-actor"]
+_KINDS = sorted({o.kind for o in _POLICY.organizations.values() if o.kind})
+_ROLES = sorted({a.role for a in _POLICY.actors.values() if a.role})
+
+
+def _some(values: list[str]) -> st.SearchStrategy[list[str] | None]:
+    return st.none() | st.lists(st.sampled_from(values), min_size=1, max_size=3, unique=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(organization=st.sampled_from(_ORGANIZATIONS), actor=_some(_ACTORS),
+       within=_some(_ORGANIZATIONS), kind=_some(_KINDS), role=_some(_ROLES))
+def test_a_confined_selector_matches_no_actor_of_another_organization(
+        organization: str, actor: list[str] | None, within: list[str] | None,
+        kind: list[str] | None, role: list[str] | None) -> None:
+    """Property: whatever selector a recording organization writes, if it passes as
+    confined to that organization, the engine matches no actor of any other, now or after
+    actors are added to other organizations (an unknown actor id is never confined)."""
+    from flowguard.engine import Engine
+    from flowguard.model import Selector
+    from flowguard.server.authz import confined_to
+
+    selector = Selector.model_validate({k: v for k, v in (
+        ("actor", actor), ("organization", within), ("kind", kind), ("role", role))
+        if v is not None})
+    if confined_to(_POLICY, organization, selector):
+        matched = Engine(_POLICY).actors_matching(selector) or frozenset()
+        assert {_POLICY.actors[a].organization for a in matched} <= {organization}
+        assert (within is not None and set(within) == {organization}) or (
+            actor is not None and "no-such-actor" not in actor)
+
+
+def test_the_id_space_of_an_organization_is_its_longest_prefix() -> None:
+    from flowguard.server.authz import id_owner
+
+    policy = load_policy(AALBORG)
+    assert id_owner(policy, f"{MENTOR}-k-1") == MENTOR
+    assert id_owner(policy, "aalborg-kommune.k") == "aalborg-kommune"
+    assert id_owner(policy, "k-0042-cafe") is None
+    assert id_owner(policy, f"{MENTOR}k-1") is None
+
+
+@pytest.mark.parametrize("record_id", ["0101903333", "k-0101903333", "k-010190-3333x",
+                                       "k.123456"])
+def test_an_id_that_looks_like_a_personal_number_is_refused(
+        client: Client, setup: Setup, record_id: str) -> None:
+    """A consent id `0101903333` put a CPR number into the append-only audit log."""
+    answer = client.post("/v1/consents", {"consent": {**FORGED, "id": record_id}}, "kommune")
+    assert answer.status_code == 422, answer.text
+    assert "looks like a personal identity number" in answer.text
+    ward = {"id": record_id, "guardian": "person-x", "subject": "citizen-0107",
+            "kind": "adult", "valid_from": "2026-01-01"}
+    assert client.post("/v1/guardianships", {"guardianship": ward},
+                       "kommune").status_code == 422
+    assert record_id.encode() not in log_bytes(setup)
+    assert registry_events(setup) == []
+    registry = setup.folder / "consents.yaml"  # the import and registry files refuse it too
+    registry.write_text(json.dumps({"consents": [{**FORGED, "id": record_id}]}))
+    with pytest.raises(InputError, match="personal identity number"):
+        load_registry(registry, load_policy(setup.policy))
+
+
+def test_a_stored_id_with_digits_stays_readable() -> None:
+    from flowguard.model import STORED, Consent
+
+    stored = Consent.model_validate({**FORGED, "id": "k-0101903333"}, context=STORED)
+    assert stored.id == "k-0101903333"
+    assert Consent.model_validate({**FORGED, "id": "k-2026-0042"}).id == "k-2026-0042"
+
+
+def test_the_cli_grant_refuses_an_id_with_a_personal_number(setup: Setup,
+                                                            tmp_path: Path) -> None:
+    from flowguard._cli import cli
+
+    consent = tmp_path / "consent.json"
+    consent.write_text(json.dumps({**FORGED, "id": "k-0101903333"}))
+    result = CliRunner().invoke(cli, ["consent", "grant", "--file", str(consent),
+                                      "-r", setup.registry, "-p", str(setup.policy),
+                                      "--by", "clerk"])
+    assert result.exit_code != 0 and "personal identity number" in result.output, \
+        result.output
+    assert "Traceback" not in result.output
+
+
+def _without_token(setup: Setup, token_id: str) -> None:
+    document = json.loads(setup.tokens.read_text())
+    document["tokens"] = [t for t in document["tokens"] if t["id"] != token_id]
+    setup.tokens.write_text(json.dumps(document))
+
+
+def test_a_removed_token_is_refused_after_a_reload(
+        client: Client, setup: Setup, caplog: pytest.LogCaptureFixture) -> None:
+    """Tokens were read only at start: a revoked token kept working until a restart."""
+    assert client.post("/v1/check", FLOW, "cafe-writer").status_code != 401
+    _without_token(setup, "cafe-writer")
+    assert client.post("/v1/check", FLOW, "cafe-writer").status_code != 401  # not yet
+    assert client.post("/v1/policy/reload", None, "admin").json()["activated"] is True
+    assert client.post("/v1/check", FLOW, "cafe-writer").status_code == 401
+    assert client.decision(FLOW) == "permit"  # the others still work
+    # a broken tokens file keeps the table in force, and says why
+    setup.tokens.write_text("tokens: [")
+    with caplog.at_level(logging.ERROR, logger="flowguard.server"):
+        assert client.post("/v1/policy/reload", None, "admin").status_code == 200
+    assert "tokens file not reloaded" in caplog.text
+    assert client.decision(FLOW) == "permit"
+    assert client.post("/v1/check", FLOW, "cafe-writer").status_code == 401
+
+
+def test_sighup_rereads_the_tokens_of_a_real_server(setup: Setup) -> None:
+    port = free_port()
+    process = start_cli_server(setup, port)
+    base = f"http://127.0.0.1:{port}"
+
+    def status(token: str) -> int:
+        return httpx.post(f"{base}/v1/check", json=FLOW, timeout=10, headers={
+            "Authorization": f"Bearer {setup.token[token]}",
+            "X-Request-Id": uuid.uuid4().hex}).status_code
+
+    try:
+        assert status("cafe-writer") != 401
+        _without_token(setup, "cafe-writer")
+        process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while status("cafe-writer") != 401 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert status("cafe-writer") == 401
+        assert status("kommune") == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+
+
+def test_citizen_routes_give_a_recording_organization_no_oracle(tmp_path: Path) -> None:
+    """`POST /v1/consents/form` follows the recipients rule; `POST /v1/logins` answered
+    "already linked to another person" (409) or "neither a recorded subject ..." (422), so a
+    partner could learn which CPR numbers use the service and which persons are recorded."""
+    from .citizen_fixtures import LOGINS, start_citizen
+    from .test_citizen_unlink import _grant_rights
+
+    citizen = start_citizen(tmp_path, prepare=_grant_rights,
+                            design=str(tmp_path / "policy" / "design.yaml"))
+    try:
+        served, token = citizen.served, citizen.setup.token
+        form = {"form": "cafe-solsikke/job-matching.employer-contact", "id": f"{MENTOR}-k-f",
+                "subject": "citizen-0609", "given_at": "2026-03-01T10:00:00Z"}
+        refused = served.post("/v1/consents/form", form, token["mentor"])
+        assert refused.status_code == 403 and "every recipient" in refused.text
+        taken = LOGINS["citizen-0042"]
+        answers = [served.post("/v1/logins", body, token["mentor"]) for body in (
+            {"person": "citizen-0609", "login": taken},    # linked to another person
+            {"person": "citizen-0042", "login": taken},    # linked to this person
+            {"person": "nobody-recorded", "login": "2222222222"})]
+        assert {a.status_code for a in answers} == {422}
+        assert len({a.text for a in answers}) == 1
+        assert "controller" in answers[0].text
+        assert all(taken not in a.text and "another" not in a.text for a in answers)
+        # the controller is told why
+        assert served.post("/v1/logins", {"person": "citizen-0609", "login": taken},
+                           token["kommune"]).status_code == 409
+        reasons = [(e["action"], e["reason"]) for e in audit_entries(citizen.setup)
+                   if e["kind"] == "access"]
+        assert reasons == [("consent.grant", "recipients-outside-organization"),
+                           ("login.link", "login-not-linked:duplicate"),
+                           ("login.link", "login-not-linked:duplicate"),
+                           ("login.link", "login-not-linked:unknown-reference")]
+        assert taken.encode() not in log_bytes(citizen.setup)
+    finally:
+        citizen.stop()
+
+
+def test_a_fhir_consent_with_a_numeric_server_id_needs_a_flowguard_identifier() -> None:
+    from flowguard.errors import RegistryError
+    from flowguard.fhir import consent_from_fhir, load_fhir_mapping
+
+    from .test_fhir import MAP, _smart_r4_with_recipient
+
+    policy, mapping = load_policy(AALBORG), load_fhir_mapping(MAP)
+    resource = {**_smart_r4_with_recipient(), "id": "1234567"}
+    with pytest.raises(RegistryError, match="personal identity number"):
+        consent_from_fhir(resource, mapping, policy, source="consent.json")
+    resource["identifier"] = [{"system": "urn:flowguard:consent", "value": "k-smart"}]
+    assert [c.id for c in consent_from_fhir(resource, mapping, policy).consents] == ["k-smart"]
+
+
+def test_a_removed_token_is_refused_by_every_worker_after_one_reload(setup: Setup) -> None:
+    """`POST /v1/policy/reload` reaches one worker; the other adopts the reload, tokens
+    included, before it answers its next request that carries a request id."""
+    from .test_server_robustness import Cluster
+
+    cluster = Cluster(setup, 1, "--workers", "2")
+    try:
+        assert {cluster.post("/v1/check", FLOW, "cafe-writer").status_code
+                for _ in range(6)} == {403}  # known (its organization may not send FLOW)
+        _without_token(setup, "cafe-writer")
+        assert cluster.post("/v1/policy/reload", None, "admin").json()["activated"] is True
+        statuses = [cluster.post(path, body, "cafe-writer").status_code
+                    for _ in range(6) for path, body in (("/v1/check", FLOW),
+                                                         ("/v1/consents", {"consent": FORGED}))]
+        assert set(statuses) == {401}, statuses
+        assert {cluster.post("/v1/check", FLOW, "kommune").status_code
+                for _ in range(6)} == {200}
+    finally:
+        cluster.stop()

@@ -44,6 +44,7 @@ from flowguard.model import (
     Guardianship,
     Id,
     Model,
+    Policy,
 )
 from flowguard.policy import load_policy
 from flowguard.registry import InMemoryRegistry, Registry
@@ -232,8 +233,28 @@ class Service:
                                      "registry (sqlite:///... or postgresql://...) to change it")
         return self.registry
 
+    def reload_tokens(self, policy: Policy) -> None:
+        """Read the tokens file again (so a token removed from it is refused from now on);
+        a file that cannot be loaded leaves the current table in place and is logged."""
+        try:
+            self.tokens = load_tokens(
+                self.config.tokens, set(policy.organizations),
+                {a: actor.organization for a, actor in policy.actors.items()})
+        except InputError as exc:
+            log.error("tokens file not reloaded, the previous tokens stay active: %s",
+                      "; ".join(d.render() for d in exc.diagnostics))
+        else:
+            log.info("tokens reloaded (%d tokens)", len(self.tokens.tokens))
+
     async def reload(self) -> ReloadResult:
-        """Load, validate and lint the policy again; swap only if it has no error."""
+        """Load, validate and lint the policy again; swap only if it has no error. The
+        tokens file is read again either way (under the policy then active)."""
+        try:
+            return await self._reload_policy()
+        finally:
+            await asyncio.to_thread(self.reload_tokens, self.engine.policy)
+
+    async def _reload_policy(self) -> ReloadResult:
         async with self._reload_lock:
             try:
                 policy = await asyncio.to_thread(load_policy, self.config.policy)
@@ -271,6 +292,7 @@ class Service:
                 if active is not None and active.generation > self.generation:
                     self._activate(Engine(active.policy, self.registry))
                     self.generation = active.generation
+                    await asyncio.to_thread(self.reload_tokens, active.policy)
                     log.info("policy %s adopted (generation %d)", active.digest,
                              active.generation)
         return self.engine
@@ -414,6 +436,11 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
             raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
         if not await state.shared.claim_async(token.id, x_request_id):
             raise HTTPException(409, "this X-Request-Id was used before: replay refused")
+        # a policy another worker reloaded is adopted now, and the tokens file with it: a
+        # token removed from it is refused here, on every worker, from the reload on
+        await state.current_engine()
+        if credentials is None or state.tokens.authenticate(credentials.credentials) is None:
+            raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
         return x_request_id
 
     @app.exception_handler(RequestValidationError)
@@ -524,6 +551,8 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
                     _: Annotated[str, Depends(request_id)]) -> RecordedEvent:
         """Record a consent (the controller and `records_consents` organizations only)."""
         by = await gate.writer(token, "consent.grant", body.on_behalf_of)
+        await gate.record_write(token, "consent.grant", body.consent.id,
+                                body.consent.recipients)
         store = state.store
         return _event(await asyncio.to_thread(store.grant, body.consent, by=by))
 
@@ -578,6 +607,7 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
                                _: Annotated[str, Depends(request_id)]) -> RecordedEvent:
         """Record a guardianship (the controller and `records_consents` organizations)."""
         by = await gate.writer(token, "guardianship.add", body.on_behalf_of)
+        await gate.record_write(token, "guardianship.add", body.guardianship.id)
         return _event(await asyncio.to_thread(state.store.add_guardianship,
                                               body.guardianship, by=by))
 

@@ -13,6 +13,11 @@ A token acts for its organization, always:
   `records_consents` sees, withdraws and ends only the records its own tokens recorded; any
   other record answers 404, exactly as a record that does not exist (a 403 would confirm it
   exists).
+- **What a recording organization records**: an organization other than the controller
+  records only consents whose every recipient selector is confined to it (`organization`
+  naming it alone, or `actor`s all of it), under ids in its own id space (`<org>-...` or
+  `<org>.`...), which the controller may not use either; so its ids never collide with
+  another organization's and a 409 says nothing about records it may not see.
 - **The recorder** (`by`) of every registry event is derived from the token:
   `token:<id> organization:<org>`, plus ` on_behalf_of:<actor>` when the request names an
   actor of the token's organization (and, if the token lists `actors`, one of those). A
@@ -28,7 +33,7 @@ from typing import Any
 from fastapi import HTTPException
 
 from flowguard.audit.entries import access_entry
-from flowguard.model import Policy
+from flowguard.model import Policy, Selector
 from flowguard.server.tokens import Token
 from flowguard.store.events import Event
 
@@ -66,6 +71,24 @@ def recorder_organization(by: str) -> str | None:
     return None
 
 
+def confined_to(policy: Policy, organization: str, selector: Selector) -> bool:
+    """Whether every actor `selector` can match belongs to `organization`: it names that
+    organization alone, or only actors of it (an actor the policy does not know is not)."""
+    if selector.organization is not None and set(selector.organization) == {organization}:
+        return True
+    return selector.actor is not None and all(
+        (found := policy.actors.get(a)) is not None and found.organization == organization
+        for a in selector.actor)
+
+
+def id_owner(policy: Policy, record_id: str) -> str | None:
+    """The organization whose id space `record_id` is in: the longest organization id it
+    starts with, followed by `-` or `.` (None when there is none)."""
+    owners = [o for o in policy.organizations
+              if record_id.startswith((o + "-", o + "."))]
+    return max(owners, key=len) if owners else None
+
+
 class Gate:
     """The authorization decisions of the consent and guardianship endpoints; each refusal
     is audited (`access` entry) before it is answered."""
@@ -73,6 +96,9 @@ class Gate:
     def __init__(self, policy: Callable[[], Policy], audit: Audit) -> None:
         self._policy = policy
         self._audit = audit
+
+    def is_controller(self, token: Token) -> bool:
+        return is_controller(self._policy(), token.organization)
 
     async def refuse(self, token: Token, action: str, reason: str, status: int,
                      detail: str) -> HTTPException:
@@ -99,6 +125,38 @@ class Gate:
                     "`on_behalf_of` must name an actor of organization "
                     f"`{token.organization}` that this token may act for")
         return recorder(token, on_behalf_of)
+
+    async def record_write(self, token: Token, action: str, record_id: str,
+                           recipients: Sequence[Selector] = ()) -> None:
+        """Refuse a new record (403 or 422, audited) that its recorder's organization may
+        not write. An organization other than the controller may record only consents all
+        of whose recipients are in its own organization, under ids in its own id space
+        (`<organization>-...` or `<organization>.`), so that its ids never collide with
+        another organization's and a 409 says nothing about their records; the
+        controller may not use the id space of an organization that records consents."""
+        policy = self._policy()
+        organization = token.organization
+        owner = id_owner(policy, record_id)
+        if is_controller(policy, organization):
+            if owner is not None and owner != organization and may_record(policy, owner):
+                raise await self.refuse(
+                    token, action, "id-of-another-organization", 422,
+                    f"ids starting with `{owner}-` or `{owner}.` are organization "
+                    f"`{owner}`'s: choose an id that does not start so")
+            return
+        if not all(confined_to(policy, organization, s) for s in recipients):
+            raise await self.refuse(
+                token, action, "recipients-outside-organization", 403,
+                f"organization `{organization}` may record only consents whose every "
+                f"recipient is within it (`organization: {organization}`, or actors of "
+                "it); only the service's controller may record consents for other "
+                "organizations")
+        if owner != organization:
+            raise await self.refuse(
+                token, action, "id-outside-organization", 422,
+                f"an id recorded by organization `{organization}` must start with "
+                f"`{organization}-` or `{organization}.` (e.g. `{organization}-k-17`): "
+                "write it so")
 
     async def reader(self, token: Token, action: str) -> None:
         """403 unless the token's organization may read consents and guardianships."""

@@ -42,7 +42,7 @@ from flowguard.consents import CONSENT_PROBLEM_CODES
 from flowguard.errors import Diagnostic, InputError, RegistryError
 from flowguard.forms import ConsentForm
 from flowguard.i18n import LANGUAGES, negotiate
-from flowguard.model import Consent, Evidence, Id, Model
+from flowguard.model import Consent, Evidence, Id, Model, RecordId, Selector
 from flowguard.server.authz import Gate
 from flowguard.server.citizen.oidc import OidcClient, PendingSignIn, SignInError
 from flowguard.server.citizen.render import REASONS, render
@@ -100,6 +100,9 @@ class LinkRequest(UnlinkRequest):
 
 
 _BEARER = HTTPBearer(auto_error=False)
+NOT_LINKED = ("the login was not linked: check the person id and the login value; the "
+              "service's controller can say why")
+"""The one answer to an organization other than the controller whose link is refused."""
 
 
 class FormGrantRequest(Model):
@@ -108,7 +111,7 @@ class FormGrantRequest(Model):
 
     on_behalf_of: Id | None = None
     form: Annotated[str, Field(min_length=1, max_length=300)]
-    id: Id
+    id: RecordId
     subject: Id
     given_by: Id | None = None
     given_at: datetime
@@ -524,11 +527,13 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
                                 pattern=r"^[A-Za-z0-9._:-]{8,128}$")]) -> dict[str, Any]:
         """Record a consent given by signing a form of the design's consent plan: the
         form's id and the SHA-256 of its exact text are its evidence."""
-        by = await gate.writer(authorize(credentials, x_request_id), "consent.grant",
-                               body.on_behalf_of)
+        token = authorize(credentials, x_request_id)
+        by = await gate.writer(token, "consent.grant", body.on_behalf_of)
         from flowguard.forms import find_form, form_consent
 
         form = find_form(forms, body.form, "$.form")
+        await gate.record_write(token, "consent.grant", body.id, [
+            Selector.model_validate(r) for r in form.record.get("recipients", ())])
         record = form_consent(form, consent_id=body.id, subject=body.subject,
                               given_by=body.given_by, given_at=body.given_at,
                               expires_at=body.expires_at)
@@ -596,8 +601,17 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
         hash is stored (the value is never logged or echoed)."""
         token = authorize(credentials, x_request_id)
         by = await gate.writer(token, "login.link", body.on_behalf_of)
-        event = await asyncio.to_thread(link_login, store(), body.person,
-                                        pseudonym.login(body.login.strip()), by=by)
+        try:
+            event = await asyncio.to_thread(link_login, store(), body.person,
+                                            pseudonym.login(body.login.strip()), by=by)
+        except RegistryError as exc:
+            if gate.is_controller(token):
+                raise
+            # one answer whatever the reason, so that no one but the controller can learn
+            # which persons are recorded or which logins (national ids) use the service
+            reason = next((d.code for d in exc.diagnostics), "refused")
+            raise await gate.refuse(token, "login.link", f"login-not-linked:{reason}", 422,
+                                    NOT_LINKED) from None
         return {"seq": event.seq, "kind": event.kind, "recorded_at": event.recorded_at}
 
     @router.post("/v1/logins/unlink", tags=["consents"], include_in_schema=True)
