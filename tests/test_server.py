@@ -181,6 +181,19 @@ def test_batch_and_its_limit(served: Served, setup: Setup) -> None:
 # --------------------------------------------------------------------------- security
 
 
+@pytest.mark.parametrize("request_id", [None, "", "short", "has space in it"])
+def test_a_missing_or_malformed_request_id_says_which_header_to_send(
+        served: Served, setup: Setup, request_id: str | None) -> None:
+    headers = {"Authorization": f"Bearer {setup.token['kommune']}"}
+    if request_id is not None:
+        headers["X-Request-Id"] = request_id
+    answer = served.client.post("/v1/check", json=FLOW, headers=headers)
+    assert answer.status_code == 422, answer.text
+    message = answer.json()["detail"][0]["message"]
+    assert "X-Request-Id" in message and "UUID" in message
+    assert "Field required" not in answer.text
+
+
 def test_no_token_or_unknown_token_is_401(served: Served) -> None:
     assert served.post("/v1/check", FLOW, None).status_code == 401
     response = served.post("/v1/check", FLOW, "fgt_not-a-token")

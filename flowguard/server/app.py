@@ -445,7 +445,7 @@ def create_app(config: ServerConfig, service: Service | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [{"path": _json_path(e.get("loc", ())), "message": plain_pydantic(e),
+        problems = [{"path": _json_path(e.get("loc", ())), "message": _problem_message(e),
                      "type": str(e.get("type", ""))} for e in exc.errors()]
         return JSONResponse({"detail": problems}, status_code=422)
 
@@ -766,6 +766,20 @@ def _receipt(trail: AuditTrail, index: int) -> str:
             return make_receipt(index, trail.log.entry(index), proof,
                                 with_cosignatures(trail.log, note))
     raise HTTPException(404, f"no signed checkpoint covers entry {index} yet")
+
+
+REQUEST_ID_HINT = ("send an `X-Request-Id` header: a new id for every request, 8-128 of "
+                   "A-Z a-z 0-9 . _ : - (a UUID will do); the same token may not send an "
+                   "id twice within the replay window")
+
+
+def _problem_message(error: Any) -> str:
+    """A validation problem in plain words; a missing or malformed request id says which
+    header to send and what to put in it (pydantic would only say 'Field required')."""
+    loc = tuple(error.get("loc", ()))
+    if loc[:2] == ("header", "x-request-id"):
+        return REQUEST_ID_HINT
+    return plain_pydantic(error)
 
 
 def _json_path(loc: Any) -> str:
