@@ -42,13 +42,3 @@ def record_id(value: str) -> str:
 _DIGITS = re.compile(r"[0-9]{6}")
 """Six digits in a row: a CPR number (DDMMYY-SSSS) or a HETU (DDMMYY-NNNC) starts so; an id
 that carries one would put a citizen's identity into the append-only audit log."""
-
-
-def displayable(value: str) -> str:
-    """`value` for a terminal: every non-printable character (control sequences, CR/LF,
-    invisible format characters) shown as a visible escape such as `\\x1b`, so stored text
-    written before these checks existed cannot move the cursor or forge a line."""
-    if value.isprintable():
-        return value
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
-                   for c in value)

@@ -44,6 +44,15 @@ COMPONENT = "server"
 DEFAULT_REPLAY_WINDOW_S = 600.0
 PRUNE_EVERY_S = 30.0
 
+_V1 = (
+    "CREATE TABLE flowguard_server_replay ("
+    " key TEXT PRIMARY KEY, seen_at BIGINT NOT NULL)",
+    "CREATE INDEX flowguard_server_replay_seen ON flowguard_server_replay (seen_at)",
+    "CREATE TABLE flowguard_server_policy ("
+    " id INTEGER PRIMARY KEY CHECK (id = 1), generation BIGINT NOT NULL,"
+    " digest TEXT NOT NULL, body TEXT NOT NULL, activated_at BIGINT NOT NULL)",
+)
+"""Migration 1: the same statements in both dialects."""
 _V2 = (
     "CREATE TABLE flowguard_server_ended_sessions ("
     " key TEXT PRIMARY KEY, expires_at BIGINT NOT NULL)",
@@ -57,22 +66,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
         description="request ids per token (replay window) and the active policy",
-        sqlite=(
-            "CREATE TABLE flowguard_server_replay ("
-            " key TEXT PRIMARY KEY, seen_at BIGINT NOT NULL)",
-            "CREATE INDEX flowguard_server_replay_seen ON flowguard_server_replay (seen_at)",
-            "CREATE TABLE flowguard_server_policy ("
-            " id INTEGER PRIMARY KEY CHECK (id = 1), generation BIGINT NOT NULL,"
-            " digest TEXT NOT NULL, body TEXT NOT NULL, activated_at BIGINT NOT NULL)",
-        ),
-        postgresql=(
-            "CREATE TABLE flowguard_server_replay ("
-            " key TEXT PRIMARY KEY, seen_at BIGINT NOT NULL)",
-            "CREATE INDEX flowguard_server_replay_seen ON flowguard_server_replay (seen_at)",
-            "CREATE TABLE flowguard_server_policy ("
-            " id INTEGER PRIMARY KEY CHECK (id = 1), generation BIGINT NOT NULL,"
-            " digest TEXT NOT NULL, body TEXT NOT NULL, activated_at BIGINT NOT NULL)",
-        ),
+        sqlite=_V1,
+        postgresql=_V1,
     ),
     Migration(
         version=2,

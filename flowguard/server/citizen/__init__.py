@@ -56,6 +56,8 @@ if TYPE_CHECKING:
     from flowguard.server.shared import SharedState
 
 log = logging.getLogger("flowguard.citizen")
+_CODE_OF = {name: code for code, name in CONSENT_PROBLEM_CODES.items()}
+"""A consent status's reason code, for the reason's words in the citizen's language."""
 
 BASE = "/me"
 SESSION_COOKIE = "fg_session"
@@ -310,9 +312,8 @@ def citizen_router(state: Service, options: CitizenOptions, pseudonym: Pseudonym
                     for p in k.purposes]
         lawful = state.engine.consent_status(k, now)  # SPEC §5, as a check reads it
         status: str = lawful.status
-        codes = {name: code for code, name in CONSENT_PROBLEM_CODES.items()}
-        notes = [gettext(REASONS[str(codes[p.status].value)]) for p in lawful.problems
-                 if p.status in codes and str(codes[p.status].value) in REASONS
+        notes = [gettext(REASONS[str(_CODE_OF[p.status].value)]) for p in lawful.problems
+                 if p.status in _CODE_OF and str(_CODE_OF[p.status].value) in REASONS
                  and p.status not in ("withdrawn", "expired", "not-yet-valid")]
         if status not in ("active", "withdrawn", "expired", "not-yet-valid"):
             status = "not-counted"  # given, but the grantor's authority or form fails
